@@ -1,0 +1,98 @@
+//! The interface the server uses to drive session machines.
+//!
+//! `SessionManager` (in `manager.rs`) is the real implementation: user namespaces, cgroups and a
+//! real `dockerd` per machine. The server is written against [`MachineBackend`] so its routing and
+//! WebSocket logic can be unit-tested with a fake; the real thing is tested as root in `tests/`.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::SandboxError;
+
+/// Lifecycle state of a session machine, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MachineState {
+    /// Namespaces are being set up or dockerd is not answering yet.
+    Starting,
+    /// dockerd answers and the learner can work.
+    Ready,
+    /// The machine is gone (deleted, expired or crashed).
+    Stopped,
+}
+
+/// What the server learns about a machine once it is up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineInfo {
+    pub id: String,
+    /// First host uid of the machine's 65,536-id range (root inside = this uid outside).
+    pub uid_base: u32,
+    /// Host pid of the machine's init (pid 1 inside).
+    pub init_pid: i32,
+    /// Host path of the machine's Docker Engine API socket (for grading).
+    pub docker_socket: PathBuf,
+    /// How long creation took, from request to Docker answering.
+    pub start_duration: Duration,
+}
+
+/// A command to run inside a machine, as the learner's shell would.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    pub timeout: Duration,
+    /// Bytes written to the command's standard input, then closed.
+    pub stdin: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code; 128 + signal number when killed by a signal (shell convention).
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// True when the command was stopped because it ran past its timeout.
+    pub timed_out: bool,
+}
+
+/// Resize a terminal: (cols, rows).
+pub type Resizer = Box<dyn Fn(u16, u16) -> std::io::Result<()> + Send + Sync>;
+
+/// A login shell on a PTY inside a machine. Dropping it hangs the shell up.
+pub struct Terminal {
+    /// PTY output (what the shell prints).
+    pub output: Pin<Box<dyn AsyncRead + Send>>,
+    /// PTY input (keystrokes).
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    pub resize: Resizer,
+    /// Resolves with a human sentence when the shell exits.
+    pub exited: tokio::sync::oneshot::Receiver<String>,
+}
+
+impl std::fmt::Debug for Terminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Terminal").finish_non_exhaustive()
+    }
+}
+
+/// What the server needs from session machines.
+#[async_trait::async_trait]
+pub trait MachineBackend: Send + Sync + 'static {
+    /// Whether machines can be created at all; `Err` says what is missing, in an operator's words.
+    async fn health(&self) -> Result<(), String>;
+    /// Creates a machine and returns once its Docker engine answers.
+    async fn create(&self, id: &str) -> Result<MachineInfo, SandboxError>;
+    /// Current state of a machine.
+    async fn state(&self, id: &str) -> MachineState;
+    /// Runs a command inside the machine and collects its output.
+    async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecOutput, SandboxError>;
+    /// Starts a login shell on a new PTY inside the machine.
+    async fn open_terminal(&self, id: &str, cols: u16, rows: u16) -> Result<Terminal, SandboxError>;
+    /// Removes everything the machine holds: processes, mounts, cgroups, disk.
+    async fn destroy(&self, id: &str) -> Result<(), SandboxError>;
+    /// Machines found on disk from an earlier run of the server (ids), for adoption or reaping.
+    async fn leftovers(&self) -> Vec<String>;
+}

@@ -1,0 +1,44 @@
+//! Operator settings for session machines.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings shared by every session machine on this host.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where docklab keeps images and per-session state (`/var/lib/docklab` by default).
+    pub state_dir: PathBuf,
+    /// The `docklab` executable, re-run as the machine launcher and the `enter` helper.
+    pub helper_exe: PathBuf,
+    /// Memory limit per machine, in bytes.
+    pub memory_bytes: u64,
+    /// Maximum number of processes per machine.
+    pub pids_max: u64,
+    /// CPU weight relative to other machines (cgroup v1 `cpu.shares` scale, 1024 = one share).
+    pub cpu_shares: u64,
+    /// How long to wait for a new machine's Docker engine to answer.
+    pub docker_ready_timeout: Duration,
+}
+
+impl SandboxConfig {
+    pub fn new(state_dir: impl Into<PathBuf>, helper_exe: impl Into<PathBuf>) -> Self {
+        SandboxConfig {
+            state_dir: state_dir.into(),
+            helper_exe: helper_exe.into(),
+            memory_bytes: 1536 * 1024 * 1024,
+            pids_max: 2048,
+            cpu_shares: 1024,
+            docker_ready_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The shared node image every machine's root filesystem is layered over.
+    pub fn node_image_dir(&self) -> PathBuf {
+        self.state_dir.join("images/node")
+    }
+
+    /// Per-session state directories live here, one per session id.
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.state_dir.join("sessions")
+    }
+}

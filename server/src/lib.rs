@@ -1,0 +1,1 @@
+//! The docklab server library.
