@@ -11,3 +11,7 @@ pub mod error;
 pub use backend::{ExecOutput, ExecRequest, MachineBackend, MachineInfo, MachineState, Terminal};
 pub use config::SandboxConfig;
 pub use error::SandboxError;
+pub mod manager;
+pub mod setup;
+
+pub use manager::SessionManager;
