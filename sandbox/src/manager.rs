@@ -1,27 +1,461 @@
-//! `SessionManager`: the real [`MachineBackend`]. (Being written: this file is scaffolding.)
+//! `SessionManager`: the real [`MachineBackend`], one session machine per learner and exercise.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tracing::{info, info_span, warn, Instrument};
 
 use crate::backend::*;
+use crate::cgroup::{Layout, Limits, MachineCgroup};
 use crate::config::SandboxConfig;
 use crate::error::SandboxError;
+use crate::pty;
+use crate::spec::{build_spec, MachineRecord, UID_RANGE};
+
+/// First host uid handed to machines; slot N covers `UID_BASE + N * 65536 ..`.
+pub const UID_BASE: u32 = 200_000;
+/// Number of uid slots (and so the most machines one host can ever hold at once).
+pub const UID_SLOTS: u32 = 4096;
+/// Most output kept per stream of an exec; the rest is cut with a note.
+const EXEC_OUTPUT_MAX: usize = 1 << 20;
 
 pub struct SessionManager {
-    #[allow(dead_code)]
     cfg: SandboxConfig,
+    layout: Result<Layout, String>,
+    self_cgroup: String,
+    alloc: Mutex<()>,
+}
+
+/// Ids are used as directory and cgroup names: keep them to a safe alphabet.
+pub fn validate_id(id: &str) -> Result<(), SandboxError> {
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SandboxError::InvalidId { id: id.chars().take(80).collect() })
+    }
 }
 
 impl SessionManager {
     pub fn new(cfg: SandboxConfig) -> Result<Self, SandboxError> {
-        Ok(SessionManager { cfg })
+        for d in [cfg.sessions_dir(), cfg.state_dir.join("uids")] {
+            fs::create_dir_all(&d).map_err(|e| SandboxError::io("creating", &d, e))?;
+        }
+        let layout = Layout::detect(Path::new("/sys/fs/cgroup")).map_err(|e| e.to_string());
+        let self_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        Ok(SessionManager { cfg, layout, self_cgroup, alloc: Mutex::new(()) })
     }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.cfg
+    }
+
+    fn session_dir(&self, id: &str) -> PathBuf {
+        self.cfg.sessions_dir().join(id)
+    }
+
+    fn record(&self, id: &str) -> Result<MachineRecord, SandboxError> {
+        validate_id(id)?;
+        let dir = self.session_dir(id);
+        if !dir.join("machine.json").exists() {
+            return Err(SandboxError::UnknownMachine { id: id.to_string() });
+        }
+        MachineRecord::load(&dir)
+    }
+
+    /// Claims a free uid slot for `id` (a file per slot, created exclusively).
+    fn allocate_uid_slot(&self, id: &str) -> Result<u32, SandboxError> {
+        let _guard = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.cfg.state_dir.join("uids");
+        for slot in 0..UID_SLOTS {
+            let p = dir.join(slot.to_string());
+            match fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+                Ok(_) => {
+                    fs::write(&p, id).map_err(|e| SandboxError::io("writing", &p, e))?;
+                    return Ok(slot);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(SandboxError::io("claiming a uid range", &p, e)),
+            }
+        }
+        Err(SandboxError::NoUidRange)
+    }
+
+    #[cfg(test)]
+    fn free_uid_slot(&self, slot: u32, id: &str) {
+        free_uid_slot(&self.cfg.state_dir, slot, id)
+    }
+
+    /// Lays out the machine's state directory, cgroup, record and OCI spec.
+    fn prepare(&self, id: &str) -> Result<MachineRecord, SandboxError> {
+        let layout = self.layout.clone().map_err(|reason| SandboxError::StartFailed { id: id.into(), reason })?;
+        let node_image = self.cfg.node_image_dir();
+        if !node_image.join("usr/sbin/dockerd").exists() {
+            return Err(SandboxError::NodeImageMissing { path: node_image });
+        }
+        let dir = self.session_dir(id);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SandboxError::StartFailed { id: id.into(), reason: "a machine with this id already exists".into() })
+            }
+            Err(e) => return Err(SandboxError::io("creating", &dir, e)),
+        }
+        let slot = self.allocate_uid_slot(id)?;
+        let uid_base = UID_BASE + slot * UID_RANGE;
+        let rec = MachineRecord {
+            id: id.to_string(),
+            uid_slot: slot,
+            uid_base,
+            session_dir: dir.clone(),
+            node_image,
+            cgroup: MachineCgroup::plan(Path::new("/sys/fs/cgroup"), &layout, &self.self_cgroup, id),
+            limits: Limits { memory_bytes: self.cfg.memory_bytes, pids_max: self.cfg.pids_max, cpu_shares: self.cfg.cpu_shares },
+            created_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        rec.save()?;
+        for (d, owned) in [(rec.upper(), true), (rec.work(), true), (rec.docker_dir(), true), (rec.control_dir(), true), (rec.rootfs(), false), (rec.lower(), false)] {
+            fs::create_dir_all(&d).map_err(|e| SandboxError::io("creating", &d, e))?;
+            if owned {
+                std::os::unix::fs::chown(&d, Some(uid_base), Some(uid_base)).map_err(|e| SandboxError::io("chown", &d, e))?;
+            }
+        }
+        // The machine's root directory must belong to its root, or the overlay's top shows as nobody.
+        std::os::unix::fs::chown(rec.upper(), Some(uid_base), Some(uid_base)).map_err(|e| SandboxError::io("chown", rec.upper(), e))?;
+        fs::write(rec.status_path(), "starting\n").map_err(|e| SandboxError::io("writing", rec.status_path(), e))?;
+        rec.cgroup.create(&rec.limits, uid_base).map_err(|e| SandboxError::StartFailed { id: id.into(), reason: e.to_string() })?;
+        let spec = build_spec(&rec)?;
+        spec.save(rec.spec_path()).map_err(|e| SandboxError::Spec { path: rec.spec_path(), reason: e.to_string() })?;
+        Ok(rec)
+    }
+
+    async fn start(&self, rec: &MachineRecord) -> Result<(), SandboxError> {
+        let log = rec.session_dir.join("launcher.log");
+        let out = fs::File::create(&log).map_err(|e| SandboxError::io("creating", &log, e))?;
+        let err = out.try_clone().map_err(|e| SandboxError::io("creating", &log, e))?;
+        let mut child = Command::new(&self.cfg.helper_exe)
+            .arg("__launch")
+            .arg(&rec.session_dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| SandboxError::Spawn { id: rec.id.clone(), what: "the machine launcher", source })?;
+        // Reap the launcher whenever it ends; it outlives this call by design.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let deadline = Instant::now() + self.cfg.docker_ready_timeout;
+        loop {
+            let status = fs::read_to_string(rec.status_path()).unwrap_or_default();
+            let status = status.trim();
+            if status == "ready" {
+                return Ok(());
+            }
+            if let Some(reason) = status.strip_prefix("failed: ").or_else(|| status.strip_prefix("stopped: ")) {
+                return Err(SandboxError::StartFailed { id: rec.id.clone(), reason: reason.to_string() });
+            }
+            if Instant::now() > deadline {
+                let detail = fs::read_to_string(&log).unwrap_or_default();
+                return Err(SandboxError::DockerNotReady {
+                    id: rec.id.clone(),
+                    secs: self.cfg.docker_ready_timeout.as_secs(),
+                    detail: detail.lines().last().unwrap_or("no output").to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn teardown(&self, rec: &MachineRecord) -> Result<(), SandboxError> {
+        teardown(&self.cfg.state_dir, rec)
+    }
+
+    fn helper(&self, rec: &MachineRecord, tty: bool, cmd: &[String]) -> Command {
+        let mut c = Command::new(&self.cfg.helper_exe);
+        c.arg("__enter").arg(&rec.session_dir);
+        if tty {
+            c.arg("--tty");
+        }
+        c.arg("--").args(cmd).env_clear().kill_on_drop(true);
+        c
+    }
+}
+
+/// Kills, unmounts and removes everything of a machine; idempotent.
+fn teardown(state_dir: &Path, rec: &MachineRecord) -> Result<(), SandboxError> {
+
+    let id = &rec.id;
+    rec.cgroup.kill_all(Duration::from_secs(10)).map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e.to_string() })?;
+    rec.cgroup.remove().map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e.to_string() })?;
+    // Every mount of a machine lives in its own mount namespaces and is gone with its last
+    // process; if one shows up in ours something is wrong, so say so rather than delete under it.
+    let prefix = rec.session_dir.to_string_lossy().to_string();
+    if let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") {
+        if let Some(line) = mi.lines().find(|l| l.split_whitespace().nth(4).is_some_and(|m| m.starts_with(&prefix))) {
+            return Err(SandboxError::Teardown { id: id.clone(), reason: format!("a mount is still present on the host: {line}") });
+        }
+    }
+    remove_tree(&rec.session_dir).map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e })?;
+    free_uid_slot(state_dir, rec.uid_slot, id);
+    Ok(())
+}
+
+fn free_uid_slot(state_dir: &Path, slot: u32, id: &str) {
+    let p = state_dir.join("uids").join(slot.to_string());
+    // Only free the slot if it is still ours.
+    if fs::read_to_string(&p).map(|s| s == id).unwrap_or(false) {
+        let _ = fs::remove_file(&p);
+    }
+}
+
+fn remove_tree(dir: &Path) -> Result<(), String> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", dir.display())),
+    }
+}
+
+fn init_alive(rec: &MachineRecord) -> bool {
+    let Some(pid) = fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
+        return false;
+    };
+    // The pid must still be in the machine's cgroup, or it was reused by someone else.
+    rec.cgroup.pids().contains(&pid)
+}
+
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> String {
+    let Some(r) = r else { return String::new() };
+    let mut buf = Vec::new();
+    let mut limited = r.take(EXEC_OUTPUT_MAX as u64 + 1);
+    let _ = limited.read_to_end(&mut buf).await;
+    let cut = buf.len() > EXEC_OUTPUT_MAX;
+    buf.truncate(EXEC_OUTPUT_MAX);
+    let mut s = String::from_utf8_lossy(&buf).into_owned();
+    if cut {
+        s.push_str("\n[docklab: output cut at 1 MiB]\n");
+    }
+    s
 }
 
 #[async_trait::async_trait]
 impl MachineBackend for SessionManager {
-    async fn health(&self) -> Result<(), String> { Err("session machines are not implemented yet".into()) }
-    async fn create(&self, id: &str) -> Result<MachineInfo, SandboxError> { Err(SandboxError::StartFailed { id: id.into(), reason: "not implemented yet".into() }) }
-    async fn state(&self, _id: &str) -> MachineState { MachineState::Stopped }
-    async fn exec(&self, id: &str, _req: ExecRequest) -> Result<ExecOutput, SandboxError> { Err(SandboxError::NotRunning { id: id.into() }) }
-    async fn open_terminal(&self, id: &str, _c: u16, _r: u16) -> Result<Terminal, SandboxError> { Err(SandboxError::NotRunning { id: id.into() }) }
-    async fn destroy(&self, _id: &str) -> Result<(), SandboxError> { Ok(()) }
-    async fn leftovers(&self) -> Vec<String> { Vec::new() }
+    async fn health(&self) -> Result<(), String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("docklab must run as root to create session machines".into());
+        }
+        if let Err(e) = &self.layout {
+            return Err(format!("cgroups: {e}"));
+        }
+        let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+        if max.trim() == "0" {
+            return Err("user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)".into());
+        }
+        let node = self.cfg.node_image_dir();
+        if !node.join("usr/sbin/dockerd").exists() {
+            return Err(format!("the node image is not built yet at {}: run `docklab setup`", node.display()));
+        }
+        Ok(())
+    }
+
+    async fn create(&self, id: &str) -> Result<MachineInfo, SandboxError> {
+        validate_id(id)?;
+        let span = info_span!("machine", id = %id);
+        async {
+            let started = Instant::now();
+            let rec = match self.prepare(id) {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Ok(rec) = MachineRecord::load(&self.session_dir(id)) {
+                        let _ = self.teardown(&rec);
+                    } else if !matches!(e, SandboxError::StartFailed { .. } if e.to_string().contains("already exists")) {
+                        let _ = remove_tree(&self.session_dir(id));
+                    }
+                    return Err(e);
+                }
+            };
+            if let Err(e) = self.start(&rec).await {
+                warn!(error = %e, "machine failed to start; removing it");
+                if let Err(cleanup) = self.teardown(&rec) {
+                    return Err(SandboxError::StartFailed { id: id.into(), reason: format!("{e}; cleaning up also failed: {cleanup}") });
+                }
+                return Err(e);
+            }
+            let init_pid = fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+            let start_duration = started.elapsed();
+            info!(ms = start_duration.as_millis() as u64, uid_base = rec.uid_base, "machine ready");
+            Ok(MachineInfo { id: id.to_string(), uid_base: rec.uid_base, init_pid, docker_socket: rec.docker_socket(), start_duration })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn state(&self, id: &str) -> MachineState {
+        let Ok(rec) = self.record(id) else { return MachineState::Stopped };
+        let status = fs::read_to_string(rec.status_path()).unwrap_or_default();
+        match status.trim() {
+            "starting" => MachineState::Starting,
+            "ready" if init_alive(&rec) => MachineState::Ready,
+            _ => MachineState::Stopped,
+        }
+    }
+
+    async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecOutput, SandboxError> {
+        let rec = self.record(id)?;
+        if !init_alive(&rec) {
+            return Err(SandboxError::NotRunning { id: id.into() });
+        }
+        let mut cmd = self.helper(&rec, false, &req.cmd);
+        cmd.stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { id: id.into(), what: "a command", source })?;
+        if let (Some(data), Some(mut stdin)) = (req.stdin.clone(), child.stdin.take()) {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(&data).await;
+            });
+        }
+        let out = tokio::spawn(read_capped(child.stdout.take()));
+        let err = tokio::spawn(read_capped(child.stderr.take()));
+        let (exit_code, timed_out) = match tokio::time::timeout(req.timeout, child.wait()).await {
+            Ok(Ok(st)) => {
+                use std::os::unix::process::ExitStatusExt;
+                (st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)), false)
+            }
+            Ok(Err(e)) => return Err(SandboxError::Exec { id: id.into(), reason: format!("waiting for the command: {e}") }),
+            Err(_) => {
+                // The helper's death takes the command with it (PR_SET_PDEATHSIG).
+                let _ = child.kill().await;
+                (124, true)
+            }
+        };
+        let stdout = out.await.unwrap_or_default();
+        let mut stderr = err.await.unwrap_or_default();
+        if timed_out {
+            stderr.push_str(&format!("[docklab: stopped after {} s]\n", req.timeout.as_secs()));
+        }
+        Ok(ExecOutput { exit_code, stdout, stderr, timed_out })
+    }
+
+    async fn open_terminal(&self, id: &str, cols: u16, rows: u16) -> Result<Terminal, SandboxError> {
+        let rec = self.record(id)?;
+        if !init_alive(&rec) {
+            return Err(SandboxError::NotRunning { id: id.into() });
+        }
+        let (master, slave) = pty::open(cols, rows).map_err(|source| SandboxError::Spawn { id: id.into(), what: "a terminal", source })?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|source| SandboxError::Spawn { id: id.into(), what: "a terminal", source });
+        let (s1, s2) = (dup(&slave)?, dup(&slave)?);
+        let mut cmd = self.helper(&rec, true, &["/bin/bash".into(), "--login".into()]);
+        cmd.stdin(Stdio::from(slave)).stdout(Stdio::from(s1)).stderr(Stdio::from(s2));
+        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { id: id.into(), what: "a login shell", source })?;
+        drop(cmd); // closes our copies of the slave, so the master sees EOF when the shell exits
+        let resize_fd = dup(&master)?;
+        let stream = pty::PtyStream::new(master).map_err(|source| SandboxError::Spawn { id: id.into(), what: "a terminal", source })?;
+        let (output, input) = tokio::io::split(stream);
+        let (tx, exited) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let reason = match child.wait().await {
+                Ok(st) if st.code() == Some(125) => "the session machine is not running".to_string(),
+                Ok(st) => match st.code() {
+                    Some(0) => "the shell exited".to_string(),
+                    Some(c) => format!("the shell exited with code {c}"),
+                    None => "the shell was killed".to_string(),
+                },
+                Err(e) => format!("lost the shell: {e}"),
+            };
+            let _ = tx.send(reason);
+        });
+        Ok(Terminal {
+            output: Box::pin(output),
+            input: Box::pin(input),
+            resize: Box::new(move |c, r| pty::resize(&resize_fd, c, r)),
+            exited,
+        })
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
+        let rec = self.record(id)?;
+        let span = info_span!("machine", id = %id);
+        let _e = span.enter();
+        let started = Instant::now();
+        let state_dir = self.cfg.state_dir.clone();
+        let result = tokio::task::spawn_blocking(move || teardown(&state_dir, &rec))
+            .await
+            .unwrap_or_else(|e| Err(SandboxError::Teardown { id: id.into(), reason: format!("teardown task failed: {e}") }));
+        info!(ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "machine removed");
+        result
+    }
+
+    async fn leftovers(&self) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(self.cfg.sessions_dir())
+            .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if let Ok(layout) = &self.layout {
+            for id in crate::cgroup::machine_ids(Path::new("/sys/fs/cgroup"), layout, &self.self_cgroup) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort();
+        ids
+    }
+}
+
+impl SessionManager {
+    /// Removes a machine found on disk or in the cgroup tree without a usable record (start-up sweep).
+    pub fn reap_orphan(&self, id: &str) -> Result<(), SandboxError> {
+        validate_id(id)?;
+        if let Ok(rec) = MachineRecord::load(&self.session_dir(id)) {
+            return self.teardown(&rec);
+        }
+        if let Ok(layout) = &self.layout {
+            let cg = MachineCgroup::plan(Path::new("/sys/fs/cgroup"), layout, &self.self_cgroup, id);
+            cg.kill_all(Duration::from_secs(10)).map_err(|e| SandboxError::Teardown { id: id.into(), reason: e.to_string() })?;
+            cg.remove().map_err(|e| SandboxError::Teardown { id: id.into(), reason: e.to_string() })?;
+        }
+        remove_tree(&self.session_dir(id)).map_err(|reason| SandboxError::Teardown { id: id.into(), reason })?;
+        let uids = self.cfg.state_dir.join("uids");
+        if let Ok(rd) = fs::read_dir(&uids) {
+            for e in rd.flatten() {
+                if fs::read_to_string(e.path()).map(|s| s == id).unwrap_or(false) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated() {
+        assert!(validate_id("a1-b2").is_ok());
+        for bad in ["", "../x", "A", "a b", "a\0b", &"x".repeat(65)] {
+            assert!(validate_id(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn uid_slots_are_exclusive_and_freed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = SessionManager::new(SandboxConfig::new(tmp.path(), "/bin/false")).unwrap();
+        let a = m.allocate_uid_slot("a").unwrap();
+        let b = m.allocate_uid_slot("b").unwrap();
+        assert_ne!(a, b);
+        m.free_uid_slot(a, "someone-else");
+        assert_ne!(m.allocate_uid_slot("c").unwrap(), a, "a slot is freed only by its owner");
+        m.free_uid_slot(a, "a");
+        assert_eq!(m.allocate_uid_slot("d").unwrap(), a);
+    }
 }

@@ -1,16 +1,237 @@
-//! `docklab setup`: host checks, Debian packages, the node image. (Being written: scaffolding.)
+//! `docklab setup`: checks the host, installs the Debian packages docklab needs, and builds the
+//! node image (the root filesystem every session machine is layered over) with mmdebstrap.
+//! Idempotent: a step whose result is already there is skipped.
 
-use std::path::Path;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use crate::images;
+
+/// Debian packages the host needs.
+pub const HOST_PACKAGES: &[&str] = &["mmdebstrap", "busybox-static", "uidmap", "iproute2"];
+
+/// Debian packages inside the node image.
+pub const NODE_PACKAGES: &[&str] = &[
+    "docker.io", "iproute2", "iputils-ping", "procps", "nano", "vim-tiny", "curl", "ca-certificates",
+    "less", "bash-completion", "tini", "git", "jq", "tree", "netcat-openbsd", "dnsutils", "psmisc",
+];
+
+/// Bumped whenever the node image's recipe (packages or files added) changes.
+const NODE_RECIPE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("docklab setup must run as root (it installs packages and builds images); try: sudo docklab setup")]
+    NotRoot,
+    #[error("user namespaces are disabled on this host: set the sysctl user.max_user_namespaces above 0")]
+    NoUserNamespaces,
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    #[error("cgroups: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("building an image: {0}")]
+    Image(#[from] images::ImageError),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SetupError + 'a {
+    move |source| SetupError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// What stops this host from running session machines, if anything (root, user namespaces, cgroups).
+pub fn check_host() -> Result<(), SetupError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(SetupError::NotRoot);
+    }
+    let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    if max.trim() == "0" || !Path::new("/proc/self/ns/user").exists() {
+        return Err(SetupError::NoUserNamespaces);
+    }
+    crate::cgroup::Layout::detect(Path::new("/sys/fs/cgroup"))?;
+    Ok(())
+}
+
+fn missing_packages(pkgs: &[&str]) -> Vec<String> {
+    pkgs.iter()
+        .filter(|p| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Runs a command, passing each line it prints to `progress` with a prefix.
+fn run_streamed(cmd: &mut Command, what: &str, progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SetupError::Command { what: what.into(), detail: e.to_string() })?;
+    let stderr = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        if let Some(e) = stderr {
+            for l in BufReader::new(e).lines().map_while(Result::ok) {
+                lines.push(l);
+            }
+        }
+        lines
+    });
+    if let Some(out) = child.stdout.take() {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            progress(&format!("  {l}"));
+        }
+    }
+    let status = child.wait().map_err(|e| SetupError::Command { what: what.into(), detail: e.to_string() })?;
+    let errs = err_thread.join().unwrap_or_default();
+    for l in errs.iter().filter(|l| l.starts_with("I: ") || l.starts_with("E: ") || l.starts_with("W: ")) {
+        progress(&format!("  {l}"));
+    }
+    if status.success() {
+        Ok(())
+    } else {
+        let tail: Vec<&String> = errs.iter().rev().take(5).collect();
+        let detail = tail.into_iter().rev().cloned().collect::<Vec<_>>().join(" | ");
+        Err(SetupError::Command { what: what.into(), detail: format!("{status}: {detail}") })
+    }
+}
+
+fn install_packages(pkgs: &[&str], progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
+    let missing = missing_packages(pkgs);
+    if missing.is_empty() {
+        progress(&format!("[ok] host packages present: {}", pkgs.join(", ")));
+        return Ok(());
+    }
+    progress(&format!("[..] installing host packages: {}", missing.join(", ")));
+    run_streamed(Command::new("apt-get").args(["update", "-q"]), "apt-get update", &mut |_| {})?;
+    run_streamed(
+        Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install",
+        progress,
+    )?;
+    progress("[ok] host packages installed");
+    Ok(())
+}
+
+fn recipe_id() -> String {
+    format!("node v{NODE_RECIPE_VERSION}: bookworm minbase + {}", NODE_PACKAGES.join(","))
+}
+
+/// Builds the node image into `<state>/images/node` unless the same recipe is already there.
+pub fn build_node_image(state_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
+    let images = state_dir.join("images");
+    let node = images.join("node");
+    let marker = node.join("etc/docklab/recipe");
+    let recipe = recipe_id();
+    if fs::read_to_string(&marker).map(|s| s.trim() == recipe).unwrap_or(false) {
+        progress(&format!("[ok] node image is up to date ({})", node.display()));
+        return Ok(());
+    }
+    fs::create_dir_all(&images).map_err(io_err("creating", &images))?;
+    let tmp = images.join("node.building");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err("removing", &tmp))?;
+    }
+    progress("[..] building the node image with mmdebstrap (Debian bookworm + docker.io; about a minute)");
+    let started = std::time::Instant::now();
+    run_streamed(
+        Command::new("mmdebstrap")
+            .args(["--variant=minbase", "--verbose"])
+            .arg(format!("--include={}", NODE_PACKAGES.join(",")))
+            .args(["--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright"])
+            .args(["bookworm"])
+            .arg(&tmp),
+        "mmdebstrap",
+        &mut |l: &str| {
+            if l.contains("I: ") || l.contains("E: ") {
+                progress(l)
+            }
+        },
+    )?;
+    customize_node(&tmp, progress)?;
+    fs::create_dir_all(tmp.join("etc/docklab")).map_err(io_err("creating", &tmp))?;
+    fs::write(tmp.join("etc/docklab/recipe"), format!("{recipe}\n")).map_err(io_err("writing", &marker))?;
+    // Swap in the new image. Machines still running keep the old one open through their mounts.
+    if node.exists() {
+        let old = images.join(format!("node.old.{}", std::process::id()));
+        fs::rename(&node, &old).map_err(io_err("moving aside", &node))?;
+        let _ = fs::remove_dir_all(&old);
+    }
+    fs::rename(&tmp, &node).map_err(io_err("installing", &node))?;
+    progress(&format!("[ok] node image built in {:.0} s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+const GREETING: &str = r#"
+  Welcome to your docklab session machine.
+
+  This is a Linux machine of your own, with its own Docker engine. You are root here, and
+  nothing you do in it can reach anyone else's machine. Break it if you like: "Reset" gives you
+  a fresh one.
+
+  Try:  docker run --rm busybox echo hello
+        docker ps -a
+"#;
+
+fn customize_node(root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
+    let w = |rel: &str, content: &str| -> Result<(), SetupError> {
+        let p = root.join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+        }
+        fs::write(&p, content).map_err(io_err("writing", &p))
+    };
+    w("etc/hostname", "lab\n")?;
+    w("etc/hosts", "127.0.0.1\tlocalhost lab\n::1\tlocalhost ip6-localhost ip6-loopback\n")?;
+    w("etc/resolv.conf", "nameserver 127.0.0.1\n")?;
+    w("etc/docklab/greeting", GREETING)?;
+    w(
+        "etc/profile.d/docklab.sh",
+        "# docklab: greeting and prompt for the learner's login shell\n\
+         if [ -n \"$PS1\" ] && [ -z \"$DOCKLAB_GREETED\" ]; then\n  export DOCKLAB_GREETED=1\n  cat /etc/docklab/greeting\nfi\n\
+         PS1='\\[\\e[1;32m\\]root@lab\\[\\e[0m\\]:\\[\\e[1;34m\\]\\w\\[\\e[0m\\]# '\n",
+    )?;
+    w(
+        "etc/docker/daemon.json",
+        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": { \"max-size\": \"10m\", \"max-file\": \"2\" }\n}\n",
+    )?;
+    // Bash completion for docker comes with docker.io; make sure root's shell loads it.
+    w("root/.bashrc", "[ -f /etc/bash_completion ] && . /etc/bash_completion\nalias ll='ls -l'\n")?;
+    progress("[..] adding the busybox image to the node image");
+    let preload = root.join(crate::init::PRELOAD_DIR.trim_start_matches('/'));
+    fs::create_dir_all(&preload).map_err(io_err("creating", &preload))?;
+    images::write_busybox_archive(Path::new("/bin/busybox"), &preload.join("busybox.tar"))?;
+    Ok(())
+}
 
 /// Runs every set-up step; `progress` receives one human line per step.
-pub fn run(_state_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), crate::error::SandboxError> {
-    progress("setup is not implemented yet");
+pub fn run(state_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
+    check_host()?;
+    progress("[ok] running as root, user namespaces and cgroups available");
+    install_packages(HOST_PACKAGES, progress)?;
+    fs::create_dir_all(state_dir).map_err(io_err("creating", state_dir))?;
+    build_node_image(state_dir, progress)?;
+    progress("[ok] setup complete");
     Ok(())
 }
 
 /// Internal subcommands of the `docklab` binary that the sandbox re-executes
 /// (`docklab __launch ...`, `docklab __enter ...`). `main` must call this first, before starting
 /// any thread or runtime; it returns `None` when argv is not one of them.
-pub fn dispatch_internal(_args: &[String]) -> Option<std::process::ExitCode> {
-    None
+pub fn dispatch_internal(args: &[String]) -> Option<ExitCode> {
+    match args.get(1).map(String::as_str) {
+        Some("__launch") => Some(match args.get(2) {
+            Some(dir) => crate::launch::main(Path::new(dir)),
+            None => {
+                eprintln!("usage: docklab __launch <session-dir>");
+                ExitCode::from(2)
+            }
+        }),
+        Some("__enter") => Some(crate::enter::main(&args[2..])),
+        _ => None,
+    }
 }

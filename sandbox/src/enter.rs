@@ -1,0 +1,146 @@
+//! `docklab __enter <session-dir> [--tty] -- CMD...`: runs a command inside a session machine.
+//!
+//! A fresh single-threaded process (the kernel refuses `setns` into a user namespace from a
+//! multithreaded one). It joins the machine's cgroup, then its namespaces (user first, mount last,
+//! which also moves it to the machine's root), becomes root of the machine, and forks the command
+//! so that it lives inside the machine's pid namespace. It waits for the command and exits with
+//! its status (128 + signal when killed), so the server sees exactly what a shell would.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::spec::MachineRecord;
+use crate::sys;
+
+/// The environment every command and shell in a machine starts with.
+pub const MACHINE_ENV: &[&str] = &[
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/root",
+    "USER=root",
+    "LOGNAME=root",
+    "SHELL=/bin/bash",
+    "HOSTNAME=lab",
+    "LANG=C.UTF-8",
+];
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn fail(msg: String) -> ExitCode {
+    eprintln!("docklab: {msg}");
+    // 125, like `docker run`, means "could not even start the command".
+    ExitCode::from(125)
+}
+
+/// Entry point. `args` are what follows `__enter`.
+pub fn main(args: &[String]) -> ExitCode {
+    let Some(dir) = args.first() else { return fail("usage: __enter <session-dir> [--tty] -- CMD...".into()) };
+    let rest = &args[1..];
+    let tty = rest.iter().take_while(|a| *a != "--").any(|a| a == "--tty");
+    let Some(sep) = rest.iter().position(|a| a == "--") else { return fail("missing -- before the command".into()) };
+    let cmd = &rest[sep + 1..];
+    if cmd.is_empty() {
+        return fail("no command given".into());
+    }
+    let dir = Path::new(dir);
+    let rec = match MachineRecord::load(dir) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let pid = match std::fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+        Some(p) => p,
+        None => return fail(format!("session machine {} has no running init", rec.id)),
+    };
+    if let Err(e) = rec.cgroup.join(0) {
+        return fail(format!("joining the machine's cgroup: {e}"));
+    }
+    // Open every namespace before joining any: once in the machine's mount namespace, the host's
+    // /proc is out of sight.
+    let kinds = [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let mut files = Vec::new();
+    for (name, flag) in kinds {
+        let p = format!("/proc/{pid}/ns/{name}");
+        match File::open(&p) {
+            Ok(f) => files.push((name, flag, f)),
+            Err(e) => return fail(format!("session machine {} is not running ({p}: {e})", rec.id)),
+        }
+    }
+    for (name, flag, f) in &files {
+        if let Err(e) = setns(f.as_fd(), *flag) {
+            return fail(format!("joining the machine's {name} namespace: {e}"));
+        }
+    }
+    drop(files);
+    if nix::unistd::setgroups(&[]).is_err()
+        || nix::unistd::setresgid(0.into(), 0.into(), 0.into()).is_err()
+        || nix::unistd::setresuid(0.into(), 0.into(), 0.into()).is_err()
+    {
+        return fail("becoming root of the machine failed".into());
+    }
+
+    let argv: Vec<CString> = match cmd.iter().map(|a| CString::new(a.as_bytes())).collect() {
+        Ok(v) => v,
+        Err(_) => return fail("an argument contains a NUL byte".into()),
+    };
+    let mut env: Vec<CString> = MACHINE_ENV.iter().map(|s| CString::new(*s).expect("static env has no NUL")).collect();
+    env.push(CString::new(if tty { "TERM=xterm-256color" } else { "TERM=dumb" }).expect("no NUL"));
+
+    // SAFETY: this process is single-threaded, so the child may allocate and run ordinary code.
+    match unsafe { fork() } {
+        Err(e) => fail(format!("session machine {} is not running (fork into it failed: {e})", rec.id)),
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::setsid();
+            if tty {
+                // SAFETY: fd 0 is the PTY slave the server gave us; TIOCSCTTY makes it our terminal.
+                unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+            }
+            // SAFETY: prctl with PR_SET_PDEATHSIG only sets a signal for this process.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            let home = if Path::new("/root").is_dir() { "/root" } else { "/" };
+            let _ = nix::unistd::chdir(home);
+            sys::close_fds_from(3);
+            let err = nix::unistd::execvpe(&argv[0], &argv, &env).unwrap_err();
+            eprintln!("{}: {}", cmd[0], err.desc());
+            // SAFETY: _exit skips destructors, which belong to the parent.
+            unsafe { libc::_exit(if err == nix::Error::ENOENT { 127 } else { 126 }) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            CHILD.store(child.as_raw(), Ordering::SeqCst);
+            for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
+                // SAFETY: `forward` only calls the async-signal-safe kill().
+                unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+            }
+            loop {
+                match waitpid(Pid::from_raw(child.as_raw()), None) {
+                    Ok(WaitStatus::Exited(_, code)) => return ExitCode::from(code as u8),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return ExitCode::from(128u8.wrapping_add(sig as u8)),
+                    Ok(_) | Err(nix::Error::EINTR) => continue,
+                    Err(e) => return fail(format!("waiting for the command: {e}")),
+                }
+            }
+        }
+    }
+}

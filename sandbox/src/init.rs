@@ -1,0 +1,316 @@
+//! The machine's init: pid 1 inside a session machine.
+//!
+//! Runs in the child the launcher cloned into the machine's namespaces. It mounts what the OCI
+//! spec lists, pivots into the overlay root, starts and supervises `dockerd`, preloads the images
+//! docklab ships (busybox), reports `ready`, then reaps orphans and restarts `dockerd` when it dies.
+//! Nothing of the host stays open in here once it is ready.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{chdir, sethostname, Pid};
+use oci_spec::runtime::Spec;
+
+use crate::spec::MachineRecord;
+use crate::sys;
+
+/// Where docklab's node image keeps image tarballs that every machine loads at boot.
+pub const PRELOAD_DIR: &str = "/opt/docklab/preload";
+/// The machine's state file, seen by the host as `<session>/control/state`.
+const STATE_FILE: &str = "/run/docklab/state";
+
+#[derive(Debug, thiserror::Error)]
+enum InitError {
+    #[error("{step} {path}: {source}")]
+    Mount { step: &'static str, path: PathBuf, #[source] source: nix::Error },
+    #[error("{step} {path}: {source}")]
+    Io { step: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    #[error("{step}: {source}")]
+    Sys { step: &'static str, #[source] source: nix::Error },
+    #[error("Docker did not answer within {0} s (see /var/log/dockerd.log in the machine)")]
+    DockerTimeout(u64),
+}
+
+fn io<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InitError + 'a {
+    move |source| InitError::Io { step, path: path.to_path_buf(), source }
+}
+
+/// Entry point in the cloned child; returns the process's exit code.
+pub fn run(rec: &MachineRecord, spec: &Spec, go: OwnedFd, status: OwnedFd) -> isize {
+    let mut status = File::from(status);
+    if let Err(e) = setup(rec, spec, go) {
+        let _ = writeln!(status, "error: {e}");
+        return 1;
+    }
+    match supervise(spec, &mut status) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(status, "error: {e}");
+            1
+        }
+    }
+}
+
+fn setup(rec: &MachineRecord, spec: &Spec, go: OwnedFd) -> Result<(), InitError> {
+    // Wait for the launcher to write our uid/gid maps.
+    let mut b = [0u8; 1];
+    let _ = File::from(go).read(&mut b);
+    nix::unistd::setgroups(&[]).map_err(|source| InitError::Sys { step: "clearing supplementary groups", source })?;
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|source| InitError::Sys { step: "setgid", source })?;
+    nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|source| InitError::Sys { step: "setuid", source })?;
+
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|source| InitError::Mount { step: "making mounts private", path: "/".into(), source })?;
+    let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| rec.rootfs());
+    // The new root must be a mount this namespace owns, or pivot_root fails with EINVAL.
+    mount(Some(&root), &root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|source| InitError::Mount { step: "binding the root onto itself", path: root.clone(), source })?;
+
+    for m in spec.mounts().as_ref().into_iter().flatten() {
+        apply_mount(&root, m)?;
+    }
+
+    chdir(&root).map_err(|source| InitError::Mount { step: "chdir", path: root.clone(), source })?;
+    let old = root.join(".oldroot");
+    fs::create_dir_all(&old).map_err(io("creating", &old))?;
+    sys::pivot_root(Path::new("."), Path::new(".oldroot")).map_err(io("pivot_root into", &root))?;
+    chdir("/").map_err(|source| InitError::Sys { step: "chdir /", source })?;
+    umount2("/.oldroot", MntFlags::MNT_DETACH)
+        .map_err(|source| InitError::Mount { step: "detaching the old root", path: "/.oldroot".into(), source })?;
+    let _ = fs::remove_dir("/.oldroot");
+
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/core", "/proc/kcore"),
+    ] {
+        let _ = std::os::unix::fs::symlink(target, link);
+    }
+    let hostname = spec.hostname().clone().unwrap_or_else(|| "lab".into());
+    sethostname(&hostname).map_err(|source| InitError::Sys { step: "sethostname", source })?;
+    sys::loopback_up().map_err(io("bringing up", Path::new("lo")))?;
+    Ok(())
+}
+
+fn apply_mount(root: &Path, m: &oci_spec::runtime::Mount) -> Result<(), InitError> {
+    let dest = m.destination();
+    let target = root.join(dest.strip_prefix("/").unwrap_or(dest));
+    let options = m.options().clone().unwrap_or_default();
+    let (flags, data, bind) = sys::parse_mount_options(&options);
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from("none"));
+    if bind {
+        if source.is_dir() {
+            fs::create_dir_all(&target).map_err(io("creating mount point", &target))?;
+        } else if !target.exists() {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(io("creating", parent))?;
+            }
+            File::create(&target).map_err(io("creating mount point", &target))?;
+        }
+        let bind_flags = flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
+        mount(Some(&source), &target, None::<&str>, bind_flags, None::<&str>)
+            .map_err(|source_err| InitError::Mount { step: "bind mount onto", path: target.clone(), source: source_err })?;
+        let extra = flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !extra.is_empty() {
+            // Hardening flags on a bind need a remount. Device nodes from the host keep flags the
+            // kernel locked, and a refused remount there leaves a working, unhardened node.
+            let _ = mount(None::<&str>, &target, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra, None::<&str>);
+        }
+    } else {
+        fs::create_dir_all(&target).map_err(io("creating mount point", &target))?;
+        let typ = m.typ().clone().unwrap_or_default();
+        let data = if data.is_empty() { None } else { Some(data.as_str()) };
+        mount(Some(&source), &target, Some(typ.as_str()), flags, data)
+            .map_err(|source_err| InitError::Mount { step: "mounting", path: target.clone(), source: source_err })?;
+    }
+    Ok(())
+}
+
+fn write_state(state: &str) {
+    let _ = fs::write(STATE_FILE, format!("{state}\n"));
+}
+
+fn open_log(path: &str) -> Result<File, InitError> {
+    let p = Path::new(path);
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).map_err(io("creating", parent))?;
+    }
+    OpenOptions::new().create(true).append(true).open(p).map_err(io("opening", p))
+}
+
+fn start_dockerd(spec: &Spec) -> Result<Pid, InitError> {
+    // A dockerd that crashed leaves its pid file behind and refuses to start until it is gone.
+    let _ = fs::remove_file("/var/run/docker.pid");
+    let log = open_log("/var/log/dockerd.log")?;
+    let log2 = log.try_clone().map_err(io("duplicating", Path::new("/var/log/dockerd.log")))?;
+    let env = spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
+    let mut cmd = Command::new("/usr/sbin/dockerd");
+    cmd.args(["-H", "unix:///var/run/docker.sock", "-H", "unix:///run/docklab/docker.sock"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    for kv in env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let child = cmd.spawn().map_err(io("starting", Path::new("/usr/sbin/dockerd")))?;
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// Whether dockerd answers `GET /_ping` on its socket.
+fn docker_answers() -> bool {
+    let Ok(mut s) = UnixStream::connect("/var/run/docker.sock") else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200")
+}
+
+fn wait_for_docker(timeout: Duration) -> Result<(), InitError> {
+    let start = Instant::now();
+    while !docker_answers() {
+        if start.elapsed() > timeout {
+            return Err(InitError::DockerTimeout(timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Loads the image tarballs the node image ships, so `docker run busybox` works offline.
+fn preload_images() {
+    let Ok(rd) = fs::read_dir(PRELOAD_DIR) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) == Some("tar") {
+            let _ = Command::new("/usr/bin/docker")
+                .args(["load", "-q", "-i"])
+                .arg(&p)
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn supervise(spec: &Spec, status: &mut File) -> Result<isize, InitError> {
+    // Signals arrive through a signalfd; block them first so none is lost between checks.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(|source| InitError::Sys { step: "blocking signals", source })?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|source| InitError::Sys { step: "signalfd", source })?;
+
+    // From here on nothing of the host stays open: stdio goes to the machine's own log.
+    let log = open_log("/var/log/docklab-init.log")?;
+    let null = File::open("/dev/null").map_err(io("opening", Path::new("/dev/null")))?;
+    // SAFETY: dup2 onto the standard descriptors; both source fds are open files we own.
+    unsafe {
+        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0);
+        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&log), 1);
+        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&log), 2);
+    }
+
+    let mut dockerd = start_dockerd(spec)?;
+    let mut restarts = 0u32;
+    wait_for_docker(Duration::from_secs(60))?;
+    preload_images();
+    write_state("ready");
+    status.write_all(b"ready\n").map_err(io("reporting ready", Path::new("status pipe")))?;
+    // Closing the status pipe is the last host fd we held.
+    // SAFETY: replacing our File with /dev/null closes the pipe; no other handle to it exists.
+    let devnull = File::open("/dev/null").map_err(io("opening", Path::new("/dev/null")))?;
+    *status = devnull;
+
+    let mut next_restart: Option<Instant> = None;
+    loop {
+        // Reap every child that has exited; restart dockerd if it was one of them.
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == dockerd => {
+                    eprintln!("dockerd exited with code {code}");
+                    write_state(&format!("docker-crashed: dockerd exited with code {code}"));
+                    next_restart = Some(Instant::now() + backoff(restarts));
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == dockerd => {
+                    eprintln!("dockerd was killed by {sig}");
+                    write_state(&format!("docker-crashed: dockerd was killed by {sig}"));
+                    next_restart = Some(Instant::now() + backoff(restarts));
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if let Some(at) = next_restart {
+            if Instant::now() >= at {
+                next_restart = None;
+                restarts += 1;
+                write_state("docker-restarting");
+                match start_dockerd(spec) {
+                    Ok(pid) => {
+                        dockerd = pid;
+                        if wait_for_docker(Duration::from_secs(30)).is_ok() {
+                            write_state("ready");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("restarting dockerd: {e}");
+                        next_restart = Some(Instant::now() + backoff(restarts));
+                    }
+                }
+            }
+        }
+        // Sleep until a signal, or until the next restart is due.
+        let timeout_ms = next_restart.map(|at| at.saturating_duration_since(Instant::now()).as_millis() as i32 + 1).unwrap_or(-1);
+        let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&sfd), nix::poll::PollFlags::POLLIN)];
+        let t = if timeout_ms < 0 { nix::poll::PollTimeout::NONE } else { nix::poll::PollTimeout::try_from(timeout_ms).unwrap_or(nix::poll::PollTimeout::MAX) };
+        let _ = nix::poll::poll(&mut fds, t);
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let sig = info.ssi_signo as i32;
+            if sig == libc::SIGTERM || sig == libc::SIGINT || sig == libc::SIGHUP {
+                return Ok(shutdown(dockerd));
+            }
+        }
+    }
+}
+
+fn backoff(restarts: u32) -> Duration {
+    Duration::from_millis(500 * 2u64.pow(restarts.min(5)))
+}
+
+/// Stops dockerd politely, then everything else in the machine.
+fn shutdown(dockerd: Pid) -> isize {
+    write_state("stopping");
+    let _ = kill(dockerd, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match waitpid(dockerd, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
+            _ => break,
+        }
+    }
+    // SAFETY: kill(-1) from pid 1 of a pid namespace signals every process in that namespace only.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    0
+}

@@ -1,0 +1,255 @@
+//! The shape of a session machine: our own record (`machine.json`) and the OCI runtime `Spec`
+//! (`config.json`) that the launcher and the machine's init follow.
+//!
+//! Both live in the session's state directory, so a restarted server can find every machine it
+//! left behind and adopt or reap it.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{Layout, Limits, MachineCgroup};
+use crate::error::SandboxError;
+
+/// Size of every machine's uid and gid range.
+pub const UID_RANGE: u32 = 65_536;
+
+/// Everything docklab knows about one machine, kept in `machine.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub id: String,
+    /// Slot in the uid allocation table; the range is `uid_base .. uid_base + UID_RANGE`.
+    pub uid_slot: u32,
+    pub uid_base: u32,
+    pub session_dir: PathBuf,
+    pub node_image: PathBuf,
+    pub cgroup: MachineCgroup,
+    pub limits: Limits,
+    /// Unix seconds at creation.
+    pub created_unix: i64,
+}
+
+impl MachineRecord {
+    pub fn spec_path(&self) -> PathBuf {
+        self.session_dir.join("config.json")
+    }
+    pub fn record_path(dir: &Path) -> PathBuf {
+        dir.join("machine.json")
+    }
+    /// The machine's root filesystem mount point (an overlay, only inside the machine's namespaces).
+    pub fn rootfs(&self) -> PathBuf {
+        self.session_dir.join("rootfs")
+    }
+    /// Mount point of the idmapped view of the node image (the overlay's lower layer).
+    pub fn lower(&self) -> PathBuf {
+        self.session_dir.join("lower")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.session_dir.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.session_dir.join("work")
+    }
+    /// The machine's `/var/lib/docker`: a plain host directory, since overlay2 cannot sit on overlayfs.
+    pub fn docker_dir(&self) -> PathBuf {
+        self.session_dir.join("docker")
+    }
+    /// Shared with the machine as `/run/docklab`: the Docker socket and init's state file.
+    pub fn control_dir(&self) -> PathBuf {
+        self.session_dir.join("control")
+    }
+    pub fn docker_socket(&self) -> PathBuf {
+        self.control_dir().join("docker.sock")
+    }
+    /// Written by the launcher on the host: `starting`, `ready`, `failed: …`, `stopped: …`.
+    pub fn status_path(&self) -> PathBuf {
+        self.session_dir.join("status")
+    }
+    pub fn init_pid_path(&self) -> PathBuf {
+        self.session_dir.join("init.pid")
+    }
+    pub fn launcher_pid_path(&self) -> PathBuf {
+        self.session_dir.join("launcher.pid")
+    }
+
+    pub fn save(&self) -> Result<(), SandboxError> {
+        let path = Self::record_path(&self.session_dir);
+        let json = serde_json::to_vec_pretty(self).map_err(|e| SandboxError::Spec { path: path.clone(), reason: e.to_string() })?;
+        write_atomic(&path, &json)
+    }
+
+    pub fn load(dir: &Path) -> Result<MachineRecord, SandboxError> {
+        let path = Self::record_path(dir);
+        let bytes = std::fs::read(&path).map_err(|e| SandboxError::io("reading the machine record", &path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| SandboxError::Spec { path, reason: e.to_string() })
+    }
+}
+
+/// Writes a file so that readers see either the old or the new content, never half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| SandboxError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| SandboxError::io("renaming", path, e))
+}
+
+fn spec_err(path: &Path) -> impl Fn(oci_spec::OciSpecError) -> SandboxError + '_ {
+    move |e| SandboxError::Spec { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str], p: &Path) -> Result<Mount, SandboxError> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(spec_err(p))
+}
+
+/// Builds the OCI runtime spec for a machine. Mounts are applied in order by the machine's init,
+/// before `pivot_root`; `bind` sources are host paths.
+pub fn build_spec(rec: &MachineRecord) -> Result<Spec, SandboxError> {
+    let p = rec.spec_path();
+    let p = p.as_path();
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"], p)?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev"], p)?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"], p)?,
+    ];
+    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let d = format!("/dev/{dev}");
+        mounts.push(mount(&d, "bind", &d, &["bind", "nosuid"], p)?);
+    }
+    mounts.extend([
+        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"], p)?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"], p)?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"], p)?,
+        mount("/run", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=755", "size=65536k"], p)?,
+        mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777", "size=524288k"], p)?,
+        mount("/var/lib/docker", "bind", &rec.docker_dir().to_string_lossy(), &["rbind"], p)?,
+        mount("/run/docklab", "bind", &rec.control_dir().to_string_lossy(), &["bind", "nosuid", "nodev", "noexec"], p)?,
+        mount("/sys/fs/cgroup", "tmpfs", "cgroup", &["nosuid", "noexec", "nodev", "mode=755"], p)?,
+    ]);
+    match &rec.cgroup.layout {
+        Layout::V1 { controllers } => {
+            for (dir, opts) in controllers {
+                let mut o = vec!["nosuid", "noexec", "nodev"];
+                o.extend(opts.split(','));
+                mounts.push(mount(&format!("/sys/fs/cgroup/{dir}"), "cgroup", "cgroup", &o, p)?);
+            }
+        }
+        Layout::V2 => {
+            // On a v2 host the whole of /sys/fs/cgroup is the namespace's own cgroup2 tree.
+            mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup"));
+            mounts.push(mount("/sys/fs/cgroup", "cgroup2", "cgroup2", &["nosuid", "noexec", "nodev"], p)?);
+        }
+    }
+
+    let idmap = |base: u32| {
+        LinuxIdMappingBuilder::default().container_id(0u32).host_id(base).size(UID_RANGE).build().map_err(spec_err(p))
+    };
+    let namespaces = [
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Cgroup,
+    ]
+    .into_iter()
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build().map_err(spec_err(p)))
+    .collect::<Result<Vec<_>, _>>()?;
+    let resources = LinuxResourcesBuilder::default()
+        .memory(LinuxMemoryBuilder::default().limit(rec.limits.memory_bytes as i64).build().map_err(spec_err(p))?)
+        .pids(LinuxPidsBuilder::default().limit(rec.limits.pids_max as i64).build().map_err(spec_err(p))?)
+        .cpu(LinuxCpuBuilder::default().shares(rec.limits.cpu_shares).build().map_err(spec_err(p))?)
+        .build()
+        .map_err(spec_err(p))?;
+    let cgroups_path = rec.cgroup.dirs.first().cloned().unwrap_or_default();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .uid_mappings(vec![idmap(rec.uid_base)?])
+        .gid_mappings(vec![idmap(rec.uid_base)?])
+        .resources(resources)
+        .cgroups_path(cgroups_path)
+        .build()
+        .map_err(spec_err(p))?;
+    let process = ProcessBuilder::default()
+        .args(vec!["/usr/sbin/dockerd".to_string()])
+        .env(vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            "HOME=/root".to_string(),
+        ])
+        .cwd("/")
+        .build()
+        .map_err(spec_err(p))?;
+    SpecBuilder::default()
+        .version("1.0.2")
+        .hostname("lab")
+        .root(RootBuilder::default().path(rec.rootfs()).readonly(false).build().map_err(spec_err(p))?)
+        .mounts(mounts)
+        .process(process)
+        .linux(linux)
+        .build()
+        .map_err(spec_err(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> MachineRecord {
+        MachineRecord {
+            id: "abc".into(),
+            uid_slot: 3,
+            uid_base: 200_000 + 3 * UID_RANGE,
+            session_dir: "/var/lib/docklab/sessions/abc".into(),
+            node_image: "/var/lib/docklab/images/node".into(),
+            cgroup: MachineCgroup {
+                layout: Layout::V1 { controllers: vec![("memory".into(), "memory".into()), ("systemd".into(), "none,name=systemd".into())] },
+                dirs: vec!["/sys/fs/cgroup/memory/docklab/abc".into(), "/sys/fs/cgroup/systemd/docklab/abc".into()],
+            },
+            limits: Limits { memory_bytes: 1 << 30, pids_max: 2048, cpu_shares: 1024 },
+            created_unix: 0,
+        }
+    }
+
+    #[test]
+    fn spec_maps_root_to_the_machine_range() {
+        let spec = build_spec(&record()).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let m = &linux.uid_mappings().as_ref().unwrap()[0];
+        assert_eq!((m.container_id(), m.host_id(), m.size()), (0, 396_608, 65_536));
+        assert_eq!(linux.namespaces().as_ref().unwrap().len(), 7);
+        assert_eq!(spec.hostname().as_deref(), Some("lab"));
+    }
+
+    #[test]
+    fn spec_mounts_docker_dir_and_cgroup_controllers() {
+        let spec = build_spec(&record()).unwrap();
+        let mounts = spec.mounts().as_ref().unwrap();
+        let docker = mounts.iter().find(|m| m.destination() == Path::new("/var/lib/docker")).unwrap();
+        assert_eq!(docker.source().as_deref(), Some(Path::new("/var/lib/docklab/sessions/abc/docker")));
+        let sysd = mounts.iter().find(|m| m.destination() == Path::new("/sys/fs/cgroup/systemd")).unwrap();
+        assert!(sysd.options().as_ref().unwrap().contains(&"name=systemd".to_string()));
+        // /dev must be mounted before the device nodes bound onto it.
+        let pos = |d: &str| mounts.iter().position(|m| m.destination() == Path::new(d)).unwrap();
+        assert!(pos("/dev") < pos("/dev/null") && pos("/dev") < pos("/dev/pts"));
+        assert!(pos("/sys/fs/cgroup") < pos("/sys/fs/cgroup/memory"));
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = record();
+        r.session_dir = tmp.path().to_path_buf();
+        r.save().unwrap();
+        assert_eq!(MachineRecord::load(tmp.path()).unwrap(), r);
+    }
+}
