@@ -1,1 +1,20 @@
-//! The docklab server library.
+//! The docklab server library: HTTP API, terminal WebSocket, metrics, pages.
+//!
+//! `main.rs` turns the command line ([`cli`]) into a [`config::ServerConfig`] and an
+//! [`app::AppState`], then calls [`app::serve`]. Everything below is driven by tests in-process.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod lifecycle;
+pub mod metrics;
+pub mod pages;
+pub mod registry;
+pub mod sessions;
+pub mod terminal;
+pub mod token;
+
+#[cfg(test)]
+mod testing;

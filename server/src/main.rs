@@ -1,1 +1,89 @@
-fn main() {}
+//! `docklab`: set up a host, or serve the lab.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use docklab_server::app::{self, AppState};
+use docklab_server::cli::{Cli, Command, ServeArgs};
+use sandbox::{SandboxConfig, SessionManager};
+
+fn main() -> ExitCode {
+    // The sandbox re-executes this binary for its internal helpers, which must run before any
+    // thread exists (they enter namespaces). So: no runtime, no logging thread, nothing, first.
+    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    if let Some(code) = sandbox::setup::dispatch_internal(&argv) {
+        return code;
+    }
+
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into()),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Setup(args) => sandbox::setup::run(&args.state_dir, &mut |line| println!("{line}"))
+            .context("setup failed"),
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("docklab: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if !running_as_root() {
+        bail!("`docklab serve` must run as root: it creates user namespaces, cgroups and mounts for session machines");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    // Inside the runtime's context, in case the backend spawns tasks as it starts.
+    let _runtime_context = runtime.enter();
+    let helper_exe = std::env::current_exe().context("finding the docklab executable")?;
+    let backend = SessionManager::new(SandboxConfig::new(&args.state_dir, helper_exe))
+        .context("preparing session machines")?;
+    let catalog = match &args.lessons_dir {
+        Some(dir) => lessons::Catalog::load(dir),
+        None => lessons::Catalog::embedded(),
+    }
+    .context("loading the lessons")?;
+    let state = AppState::new(Arc::new(backend), Arc::new(catalog), args.server_config());
+
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        tracing::info!(address = %args.listen, "docklab is serving");
+        app::serve(listener, state, shutdown_signal()).await.context("serving")
+    })?;
+    tracing::info!("docklab stopped");
+    Ok(())
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!(%err, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,127 @@
+//! The `docklab` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::ServerConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "docklab", version, about = "A self-hosted web lab for learning Docker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prepare this host: check the kernel, install packages, build the node image.
+    Setup(SetupArgs),
+    /// Run the web server (as root: it creates session machines).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Where docklab keeps images and session state.
+    #[arg(long, env = "DOCKLAB_STATE_DIR", default_value = "/var/lib/docklab")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "DOCKLAB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where docklab keeps images and session state.
+    #[arg(long, env = "DOCKLAB_STATE_DIR", default_value = "/var/lib/docklab")]
+    pub state_dir: PathBuf,
+    /// Course content to serve instead of the built-in lessons (a folder of `day-NN-slug/`).
+    #[arg(long, env = "DOCKLAB_LESSONS_DIR")]
+    pub lessons_dir: Option<PathBuf>,
+    /// How long a session lives (e.g. 90m, 2h, 1h30m).
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+    /// Longest timeout a client may ask for on exec (at most 10m).
+    #[arg(long, default_value = "10m", value_parser = parse_exec_timeout)]
+    pub exec_timeout_max: Duration,
+    /// Most sessions at once.
+    #[arg(long, env = "DOCKLAB_MAX_SESSIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
+}
+
+impl ServeArgs {
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            session_ttl: self.session_ttl,
+            exec_timeout_max: self.exec_timeout_max,
+            max_sessions: self.max_sessions as usize,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Parses durations like `30s`, `90m`, `2h`, `1h30m` (a bare number means seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration: write e.g. 30s, 90m, 2h or 1h30m");
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let (mut total, mut number) = (0u64, String::new());
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let value: u64 = number.parse().map_err(|_| bad())?;
+        total = value.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn parse_exec_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() || duration > Duration::from_secs(600) {
+        return Err(format!("{text:?}: the exec timeout limit must be between 1s and 10m"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("2x").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("0m").is_err());
+        assert!(parse_exec_timeout("11m").is_err());
+    }
+
+    #[test]
+    fn serve_defaults_match_the_docs() {
+        let cli = Cli::try_parse_from(["docklab", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let config = args.server_config();
+        assert_eq!(config.session_ttl, Duration::from_secs(7200));
+        assert_eq!(config.exec_timeout_max, Duration::from_secs(600));
+        assert_eq!(config.max_sessions, 100);
+    }
+}

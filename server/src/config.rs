@@ -1,0 +1,59 @@
+//! Server settings, built from the command line in `main.rs` and passed in (no globals).
+
+use std::time::Duration;
+
+/// How the server runs sessions and terminals.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a session lives after creation before the reaper destroys it.
+    pub session_ttl: Duration,
+    /// Largest `timeout_s` accepted by `POST /api/sessions/{id}/exec`.
+    pub exec_timeout_max: Duration,
+    /// Most sessions (starting or ready) at once; past that, creation answers `out_of_capacity`.
+    pub max_sessions: usize,
+    /// How often the reaper looks for expired sessions.
+    pub reap_interval: Duration,
+    pub terminal: TerminalConfig,
+}
+
+/// Terminal WebSocket settings.
+#[derive(Debug, Clone)]
+pub struct TerminalConfig {
+    /// Recent output kept per session and replayed to a viewer that attaches.
+    pub replay_bytes: usize,
+    /// Output chunks buffered per viewer; a viewer further behind skips ahead.
+    pub viewer_backlog: usize,
+    /// Keystroke chunks buffered on the way to the shell.
+    pub input_backlog: usize,
+    /// Largest WebSocket message accepted from a client.
+    pub max_message_bytes: usize,
+    /// Largest binary frame sent to a client; larger output is split.
+    pub max_output_frame: usize,
+    /// Interval between keepalive pings; a viewer silent for three intervals is dropped.
+    pub ping_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            session_ttl: Duration::from_secs(2 * 3600),
+            exec_timeout_max: Duration::from_secs(600),
+            max_sessions: 100,
+            reap_interval: Duration::from_secs(30),
+            terminal: TerminalConfig::default(),
+        }
+    }
+}
+
+impl Default for TerminalConfig {
+    fn default() -> Self {
+        TerminalConfig {
+            replay_bytes: 64 * 1024,
+            viewer_backlog: 256,
+            input_backlog: 64,
+            max_message_bytes: 64 * 1024,
+            max_output_frame: 16 * 1024,
+            ping_interval: Duration::from_secs(20),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The live sessions of this server: id, token, exercise, state, expiry and terminal hub.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use crate::config::TerminalConfig;
+use crate::terminal::hub::TerminalHub;
+use crate::token;
+
+/// Where a session is in its life, as the server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionPhase {
+    /// The machine is being created.
+    Starting,
+    /// The machine answered; the learner can work.
+    Ready,
+}
+
+/// One learner's session: a machine for one exercise.
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub token: String,
+    pub exercise: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Monotonic deadline the reaper uses (immune to wall-clock jumps).
+    pub deadline: Instant,
+    phase: Mutex<SessionPhase>,
+    pub terminal: TerminalHub,
+}
+
+impl Session {
+    pub fn phase(&self) -> SessionPhase {
+        *lock(&self.phase)
+    }
+
+    pub fn set_phase(&self, phase: SessionPhase) {
+        *lock(&self.phase) = phase;
+    }
+
+    pub fn token_matches(&self, given: &str) -> bool {
+        token::tokens_match(&self.token, given)
+    }
+}
+
+/// Why a session could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("all {max} session slots are in use")]
+    Full { max: usize },
+}
+
+/// All sessions, by id. Cheap to share: wrap it in an `Arc`.
+#[derive(Debug)]
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    max_sessions: usize,
+    ttl: Duration,
+    terminal: TerminalConfig,
+}
+
+impl SessionRegistry {
+    pub fn new(max_sessions: usize, ttl: Duration, terminal: TerminalConfig) -> Self {
+        SessionRegistry { sessions: Mutex::new(HashMap::new()), max_sessions, ttl, terminal }
+    }
+
+    /// Registers a new session for `exercise` in the `Starting` phase, with a fresh id and token.
+    pub fn insert_new(&self, exercise: &str) -> Result<Arc<Session>, RegistryError> {
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= self.max_sessions {
+            return Err(RegistryError::Full { max: self.max_sessions });
+        }
+        let mut id = token::new_session_id();
+        while sessions.contains_key(&id) {
+            id = token::new_session_id();
+        }
+        let now = OffsetDateTime::now_utc();
+        let session = Arc::new(Session {
+            terminal: TerminalHub::new(&id, self.terminal.clone()),
+            id: id.clone(),
+            token: token::new_token(),
+            exercise: exercise.to_owned(),
+            created_at: now,
+            expires_at: now + self.ttl,
+            deadline: Instant::now() + self.ttl,
+            phase: Mutex::new(SessionPhase::Starting),
+        });
+        sessions.insert(id, session.clone());
+        Ok(session)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    /// Removes a session; `None` if it was already gone.
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).remove(id)
+    }
+
+    /// Removes and returns every session whose deadline has passed.
+    pub fn take_expired(&self, now: Instant) -> Vec<Arc<Session>> {
+        let mut sessions = lock(&self.sessions);
+        let expired: Vec<String> =
+            sessions.values().filter(|s| s.deadline <= now).map(|s| s.id.clone()).collect();
+        expired.iter().filter_map(|id| sessions.remove(id)).collect()
+    }
+
+    /// Removes and returns every session.
+    pub fn take_all(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).drain().map(|(_, s)| s).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Locks a mutex; a panic elsewhere while holding it leaves plain data that is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(max: usize, ttl: Duration) -> SessionRegistry {
+        SessionRegistry::new(max, ttl, TerminalConfig::default())
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let reg = registry(1, Duration::from_secs(60));
+        reg.insert_new("day-24/x").unwrap();
+        assert!(matches!(reg.insert_new("day-24/x"), Err(RegistryError::Full { max: 1 })));
+    }
+
+    #[test]
+    fn expired_sessions_are_taken_out() {
+        let reg = registry(10, Duration::ZERO);
+        let s = reg.insert_new("day-24/x").unwrap();
+        assert_eq!(s.phase(), SessionPhase::Starting);
+        let taken = reg.take_expired(Instant::now());
+        assert_eq!(taken.len(), 1);
+        assert!(reg.get(&s.id).is_none());
+    }
+}

@@ -1,0 +1,202 @@
+//! The terminal WebSocket through a real server on 127.0.0.1:0, with tokio-tungstenite as client.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::check_origin;
+use super::protocol::{ServerControl, TerminalStatus};
+use crate::app::{app, AppState};
+use crate::config::ServerConfig;
+use crate::registry::SessionPhase;
+use crate::testing::{fake_state, some_exercise, FakeBackend};
+use std::sync::Arc;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A server on a free port, stopped when dropped.
+struct TestServer {
+    addr: SocketAddr,
+    state: AppState,
+    backend: Arc<FakeBackend>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let (state, backend) = fake_state(ServerConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = app(state.clone());
+        let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        TestServer { addr, state, backend, task }
+    }
+
+    /// A ready session, registered the way `POST /api/sessions` does it.
+    async fn session(&self) -> (String, String) {
+        let session = self.state.sessions.insert_new(&some_exercise(&self.state)).unwrap();
+        sandbox::MachineBackend::create(&*self.backend, &session.id).await.unwrap();
+        session.set_phase(SessionPhase::Ready);
+        (session.id.clone(), session.token.clone())
+    }
+
+    async fn connect(&self, path_and_query: &str, origin: Option<&str>) -> Result<Socket, WsError> {
+        let mut request = format!("ws://{}{path_and_query}", self.addr).into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request).await.map(|(socket, _)| socket)
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn next(socket: &mut Socket) -> Message {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("no frame came")
+            .expect("the socket closed")
+            .unwrap();
+        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+            return message;
+        }
+    }
+}
+
+/// Skips the optional "starting a shell" status and expects "ready".
+async fn expect_ready(socket: &mut Socket) {
+    let mut message = next(socket).await;
+    let control = |m: &Message| serde_json::from_str::<ServerControl>(m.to_text().unwrap()).unwrap();
+    if control(&message) == ServerControl::status(TerminalStatus::Reconnecting, Some("starting a shell".into())) {
+        message = next(socket).await;
+    }
+    assert_eq!(control(&message), ServerControl::status(TerminalStatus::Ready, None));
+}
+
+/// Reads binary frames until `expected` has been seen in the output.
+async fn expect_output(socket: &mut Socket, expected: &str) {
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(expected) {
+        match next(socket).await {
+            Message::Binary(bytes) => seen.extend_from_slice(&bytes),
+            other => panic!("expected output, got {other:?}"),
+        }
+    }
+}
+
+fn status_of(error: WsError) -> u16 {
+    match error {
+        WsError::Http(response) => response.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_before_the_upgrade() {
+    let server = TestServer::start().await;
+    let (id, token) = server.session().await;
+    let path = format!("/api/sessions/{id}/terminal?token={token}");
+    let refused = server.connect(&path, Some("http://evil.example")).await.unwrap_err();
+    assert_eq!(status_of(refused), 403);
+    assert_eq!(server.backend.terminals_opened.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_token_is_refused_before_the_upgrade() {
+    let server = TestServer::start().await;
+    let (id, _token) = server.session().await;
+    let origin = server.origin();
+    let refused = server.connect(&format!("/api/sessions/{id}/terminal"), Some(&origin)).await.unwrap_err();
+    assert_eq!(status_of(refused), 401);
+    let wrong = "0".repeat(64);
+    let refused = server.connect(&format!("/api/sessions/{id}/terminal?token={wrong}"), Some(&origin)).await;
+    assert_eq!(status_of(refused.unwrap_err()), 401);
+    let refused = server.connect("/api/sessions/0000000000000000/terminal?token=x", None).await;
+    assert_eq!(status_of(refused.unwrap_err()), 404);
+}
+
+#[tokio::test]
+async fn the_right_origin_and_token_upgrade_and_the_shell_echoes() {
+    let server = TestServer::start().await;
+    let (id, token) = server.session().await;
+    let path = format!("/api/sessions/{id}/terminal?token={token}");
+    let mut socket = server.connect(&path, Some(&server.origin())).await.unwrap();
+    expect_ready(&mut socket).await;
+    socket.send(Message::Binary("docker ps\r".into())).await.unwrap();
+    expect_output(&mut socket, "docker ps\r").await;
+    assert!(server.state.metrics.render(1).contains("docklab_ws_connections 1"));
+
+    // A viewer that reconnects gets the shell it left, with its recent output replayed.
+    drop(socket);
+    let mut again = server.connect(&path, None).await.unwrap();
+    expect_ready(&mut again).await;
+    expect_output(&mut again, "docker ps\r").await;
+    assert_eq!(server.backend.terminals_opened.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_read_only_viewer_sees_output_but_cannot_type() {
+    let server = TestServer::start().await;
+    let (id, token) = server.session().await;
+    let origin = server.origin();
+    let mut typist = server.connect(&format!("/api/sessions/{id}/terminal?token={token}"), Some(&origin)).await.unwrap();
+    expect_ready(&mut typist).await;
+    let mut watcher =
+        server.connect(&format!("/api/sessions/{id}/terminal?token={token}&mode=view"), Some(&origin)).await.unwrap();
+    expect_ready(&mut watcher).await;
+
+    watcher.send(Message::Binary("sneaky\r".into())).await.unwrap();
+    typist.send(Message::Binary("hello\r".into())).await.unwrap();
+    expect_output(&mut watcher, "hello\r").await;
+    typist.send(Message::Binary("exit\r".into())).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match next(&mut typist).await {
+            Message::Binary(bytes) => seen.extend_from_slice(&bytes),
+            Message::Text(text) => {
+                let control: ServerControl = serde_json::from_str(text.as_str()).unwrap();
+                assert!(matches!(control, ServerControl::Status { state: TerminalStatus::Ended, .. }));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(!String::from_utf8_lossy(&seen).contains("sneaky"), "the read-only viewer's keys never reached the shell");
+}
+
+#[test]
+fn origin_rules() {
+    let headers = |origin: Option<&str>, host: Option<&str>| {
+        let mut h = axum::http::HeaderMap::new();
+        if let Some(o) = origin {
+            h.insert("origin", o.parse().unwrap());
+        }
+        if let Some(host) = host {
+            h.insert("host", host.parse().unwrap());
+        }
+        h
+    };
+    assert!(check_origin(&headers(None, Some("lab.example"))).is_ok(), "non-browser clients send no Origin");
+    assert!(check_origin(&headers(Some("http://lab.example"), Some("lab.example"))).is_ok());
+    assert!(check_origin(&headers(Some("https://LAB.example"), Some("lab.example"))).is_ok());
+    assert!(check_origin(&headers(Some("http://lab.example:8080"), Some("lab.example"))).is_err());
+    assert!(check_origin(&headers(Some("http://evil.example"), Some("lab.example"))).is_err());
+    assert!(check_origin(&headers(Some("null"), Some("lab.example"))).is_err());
+    assert!(check_origin(&headers(Some("http://lab.example"), None)).is_err());
+    assert!(check_origin(&headers(Some("http://lab.exampl\u{e9}"), Some("lab.example"))).is_err());
+}
