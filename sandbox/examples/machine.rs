@@ -21,6 +21,12 @@ fn main() -> std::process::ExitCode {
         let exe = std::env::current_exe().unwrap();
         let m = SessionManager::new(SandboxConfig::new(&state, exe)).unwrap();
         println!("health: {:?}", m.health().await);
+        if args.get(2).map(String::as_str) == Some("reap") {
+            for id in m.leftovers().await {
+                println!("reaping {id}: {:?}", m.reap_orphan(&id));
+            }
+            return std::process::ExitCode::SUCCESS;
+        }
         let info = match m.create("demo1").await {
             Ok(i) => i,
             Err(e) => {

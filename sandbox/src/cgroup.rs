@@ -192,8 +192,22 @@ impl MachineCgroup {
         out
     }
 
+    /// Kills every process of the machine but `spare`, then `spare` too, and waits until the
+    /// cgroup is empty. Sparing the launcher lets it reap the machine's init, so no zombie is
+    /// left for the host's init to collect.
+    pub fn kill_all_sparing(&self, spare: Option<i32>, wait: Duration) -> Result<(), CgroupError> {
+        if let Some(s) = spare {
+            self.kill_matching(|p| p != s, wait)?;
+        }
+        self.kill_all(wait)
+    }
+
     /// Kills every process of the machine and waits until the cgroup is empty.
     pub fn kill_all(&self, wait: Duration) -> Result<(), CgroupError> {
+        self.kill_matching(|_| true, wait)
+    }
+
+    fn kill_matching(&self, select: impl Fn(i32) -> bool, wait: Duration) -> Result<(), CgroupError> {
         let Some(first) = self.dirs.first() else { return Ok(()) };
         if !first.exists() {
             return Ok(());
@@ -209,21 +223,23 @@ impl MachineCgroup {
         let deadline = Instant::now() + wait;
         loop {
             if let Layout::V2 = self.layout {
-                // cgroup.kill kills the whole subtree atomically (Linux 5.14+).
-                let _ = write(first, "cgroup.kill", "1");
+                if select(-1) {
+                    // cgroup.kill kills the whole subtree atomically (Linux 5.14+).
+                    let _ = write(first, "cgroup.kill", "1");
+                }
             }
             // Freeze first so nothing forks while we kill (a fork bomb cannot outrun us).
             if let Some(f) = &freezer {
                 let _ = write(f, "freezer.state", "FROZEN");
             }
-            let pids = self.pids();
+            let pids: Vec<i32> = self.pids().into_iter().filter(|p| select(*p)).collect();
             for pid in &pids {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
             }
             if let Some(f) = &freezer {
                 let _ = write(f, "freezer.state", "THAWED");
             }
-            if pids.is_empty() && self.pids().is_empty() {
+            if pids.is_empty() && !self.pids().into_iter().any(&select) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -284,19 +300,38 @@ fn enable_controllers_v2(dir: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Files a delegated cgroup's owner may write: enough to create sub-cgroups and move processes,
+/// never the limits docklab set on the machine itself (cgroup v2 delegation rules, applied to v1 too).
+const DELEGATED_FILES: &[&str] = &["cgroup.procs", "tasks", "cgroup.threads", "cgroup.subtree_control", "cgroup.clone_children", "notify_on_release"];
+
 fn chown_tree(dir: &Path, uid: u32) -> Result<(), CgroupError> {
-    let own = |p: &Path| {
-        std::os::unix::fs::chown(p, Some(uid), Some(uid)).map_err(io_err(p))
-    };
+    let own = |p: &Path| std::os::unix::fs::chown(p, Some(uid), Some(uid)).map_err(io_err(p));
+    own(dir)?;
+    for f in DELEGATED_FILES {
+        let p = dir.join(f);
+        if p.exists() {
+            own(&p)?;
+        }
+    }
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            // Sub-cgroups (the v2 `init` leaf) belong to the machine entirely.
+            chown_all(&entry.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
+fn chown_all(dir: &Path, uid: u32) -> Result<(), CgroupError> {
+    let own = |p: &Path| std::os::unix::fs::chown(p, Some(uid), Some(uid)).map_err(io_err(p));
     own(dir)?;
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
-        let path = entry.path();
         if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            chown_tree(&path, uid)?;
+            chown_all(&entry.path(), uid)?;
         } else {
-            // Some files belong to the kernel's own bookkeeping; owning them is not needed.
-            let _ = own(&path);
+            let _ = own(&entry.path());
         }
     }
     Ok(())

@@ -33,11 +33,20 @@ pub const MACHINE_ENV: &[&str] = &[
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
+/// On SIGTERM the whole command goes: its process group is killed (the server sends SIGTERM when
+/// a command runs past its timeout or its caller goes away). Other signals are passed on.
 extern "C" fn forward(sig: libc::c_int) {
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+        // SAFETY: kill is async-signal-safe. The child leads its own process group (setsid).
+        unsafe {
+            if sig == libc::SIGTERM {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            } else {
+                libc::kill(-pid, sig);
+            }
+        }
     }
 }
 

@@ -184,7 +184,7 @@ impl SessionManager {
         if tty {
             c.arg("--tty");
         }
-        c.arg("--").args(cmd).env_clear().kill_on_drop(true);
+        c.arg("--").args(cmd).env_clear();
         c
     }
 }
@@ -193,7 +193,8 @@ impl SessionManager {
 fn teardown(state_dir: &Path, rec: &MachineRecord) -> Result<(), SandboxError> {
 
     let id = &rec.id;
-    rec.cgroup.kill_all(Duration::from_secs(10)).map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e.to_string() })?;
+    let launcher = fs::read_to_string(rec.launcher_pid_path()).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    rec.cgroup.kill_all_sparing(launcher, Duration::from_secs(10)).map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e.to_string() })?;
     rec.cgroup.remove().map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e.to_string() })?;
     // Every mount of a machine lives in its own mount namespaces and is gone with its last
     // process; if one shows up in ours something is wrong, so say so rather than delete under it.
@@ -221,6 +222,29 @@ fn remove_tree(dir: &Path) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("removing {}: {e}", dir.display())),
+    }
+}
+
+/// Asks an `__enter` helper to end its command (SIGTERM kills the command's process group) when
+/// the caller goes away; the helper then exits by itself and tokio reaps it.
+struct StopOnDrop(Option<u32>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
+/// Ends a helper whose command ran past its timeout: SIGTERM first (so it kills the command's
+/// whole process group inside the machine), SIGKILL if it is still there a moment later.
+async fn stop_helper(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+        let _ = child.kill().await;
     }
 }
 
@@ -316,6 +340,7 @@ impl MachineBackend for SessionManager {
         let mut cmd = self.helper(&rec, false, &req.cmd);
         cmd.stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { id: id.into(), what: "a command", source })?;
+        let mut stop = StopOnDrop(child.id());
         if let (Some(data), Some(mut stdin)) = (req.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
@@ -324,15 +349,17 @@ impl MachineBackend for SessionManager {
         }
         let out = tokio::spawn(read_capped(child.stdout.take()));
         let err = tokio::spawn(read_capped(child.stderr.take()));
-        let (exit_code, timed_out) = match tokio::time::timeout(req.timeout, child.wait()).await {
+        let waited = tokio::time::timeout(req.timeout, child.wait()).await;
+        // Reaped or about to be: its pid may be reused, so never signal it from the guard again.
+        stop.0 = None;
+        let (exit_code, timed_out) = match waited {
             Ok(Ok(st)) => {
                 use std::os::unix::process::ExitStatusExt;
                 (st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)), false)
             }
             Ok(Err(e)) => return Err(SandboxError::Exec { id: id.into(), reason: format!("waiting for the command: {e}") }),
             Err(_) => {
-                // The helper's death takes the command with it (PR_SET_PDEATHSIG).
-                let _ = child.kill().await;
+                stop_helper(&mut child).await;
                 (124, true)
             }
         };

@@ -1,1 +1,125 @@
-//! End-to-end tests live in tests/tests/.
+//! Shared helpers for docklab's end-to-end tests (real root, real session machines, real dockerd).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandbox::{ExecOutput, ExecRequest, MachineBackend, SandboxConfig, SessionManager};
+
+/// The state directory the tests use: `DOCKLAB_STATE_DIR`, or `/var/lib/docklab` where
+/// `docklab setup` put the node image.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("DOCKLAB_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/docklab"))
+}
+
+/// A real session manager whose helper is this package's `docklab-test-helper` binary.
+pub fn manager(helper: &str) -> Arc<SessionManager> {
+    let cfg = SandboxConfig::new(state_dir(), helper);
+    Arc::new(SessionManager::new(cfg).expect("session manager"))
+}
+
+/// A unique machine id for one test.
+pub fn unique_id(prefix: &str) -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("t-{prefix}-{:x}-{n:x}", std::process::id())
+}
+
+/// Runs `sh -c script` in the machine and returns its output.
+pub async fn sh(m: &dyn MachineBackend, id: &str, script: &str) -> ExecOutput {
+    m.exec(id, ExecRequest { cmd: vec!["sh".into(), "-c".into(), script.into()], timeout: Duration::from_secs(120), stdin: None })
+        .await
+        .unwrap_or_else(|e| panic!("exec {script:?} in {id}: {e}"))
+}
+
+/// Host-side traces of a machine: its processes, mounts and cgroup directories.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Traces {
+    pub processes: Vec<String>,
+    pub mounts: Vec<String>,
+    pub cgroups: Vec<String>,
+    pub dirs: Vec<String>,
+}
+
+impl Traces {
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty() && self.mounts.is_empty() && self.cgroups.is_empty() && self.dirs.is_empty()
+    }
+}
+
+/// Looks everywhere on the host for what machine `id` (with uid range from `uid_base`) left.
+pub fn traces(id: &str, uid_base: u32) -> Traces {
+    use std::os::unix::fs::MetadataExt;
+    let mut t = Traces::default();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if e.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let uid = meta.uid();
+        let cmdline = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().replace('\0', " ");
+        if (uid >= uid_base && uid < uid_base + 65536) || cmdline.contains(&format!("sessions/{id}")) {
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            let field = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap_or("").replace('\t', " ");
+            t.processes.push(format!("{} {} [{} {} {}]", e.file_name().to_string_lossy(), cmdline, field("Name:"), field("State:"), field("PPid:")));
+        }
+    }
+    for l in std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
+        if l.contains(id) {
+            t.mounts.push(l.to_string());
+        }
+    }
+    walk(std::path::Path::new("/sys/fs/cgroup"), id, 0, &mut t.cgroups);
+    let dir = state_dir().join("sessions").join(id);
+    if dir.exists() {
+        t.dirs.push(dir.display().to_string());
+    }
+    t
+}
+
+fn walk(p: &std::path::Path, id: &str, depth: usize, out: &mut Vec<String>) {
+    if depth > 6 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(p) else { return };
+    for e in rd.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            if e.file_name().to_string_lossy() == id {
+                out.push(e.path().display().to_string());
+            } else {
+                walk(&e.path(), id, depth + 1, out);
+            }
+        }
+    }
+}
+
+/// Waits up to a few seconds for a removed machine's traces to go (a killed process can take a
+/// moment to be reaped) and returns what is left.
+pub fn traces_after_removal(id: &str, uid_base: u32) -> Traces {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let t = traces(id, uid_base);
+        if t.is_empty() || std::time::Instant::now() > deadline {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes a test's machine even when the test panics half-way.
+pub struct Cleanup {
+    pub manager: Arc<SessionManager>,
+    pub id: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (m, id) = (self.manager.clone(), self.id.clone());
+        // Drop may run inside a runtime, where blocking on another is not allowed: use a thread.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let _ = rt.block_on(m.destroy(&id));
+            }
+        })
+        .join();
+    }
+}
