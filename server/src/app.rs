@@ -67,3 +67,51 @@ pub async fn serve(
     lifecycle::destroy_all_sessions_on_shutdown(&state).await;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+    use crate::terminal::protocol::{ServerControl, TerminalStatus};
+    use crate::testing::{fake_state, ready_session};
+
+    #[tokio::test]
+    async fn serve_stops_with_a_terminal_open_and_destroys_every_session() {
+        let (state, backend) = fake_state(ServerConfig::default());
+        let (id, token) = ready_session(&state, &backend).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+
+        let url = format!("ws://{addr}/api/sessions/{id}/terminal?token={token}");
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut statuses = Vec::new();
+        let read_status = async |socket: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+            match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap() {
+                Some(Ok(Message::Text(text))) => return serde_json::from_str::<ServerControl>(text.as_str()).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        };
+        while !matches!(statuses.last(), Some(ServerControl::Status { state: TerminalStatus::Ready, .. })) {
+            statuses.push(read_status(&mut socket).await);
+        }
+
+        stop.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), server).await.expect("serve did not stop");
+        result.unwrap().unwrap();
+        assert_eq!(*backend.destroyed.lock().unwrap(), vec![id]);
+        assert!(state.sessions.is_empty());
+        assert_eq!(
+            read_status(&mut socket).await,
+            ServerControl::status(TerminalStatus::Ended, Some("the server is shutting down".into()))
+        );
+    }
+}

@@ -6,6 +6,8 @@ use std::time::Instant;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use sandbox::SandboxError;
+
 use crate::app::AppState;
 use crate::registry::Session;
 
@@ -16,6 +18,11 @@ pub async fn destroy_session(state: &AppState, session: &Session, reason: &str) 
     match state.backend.destroy(&session.id).await {
         Ok(()) => {
             tracing::info!(%reason, "session destroyed");
+            true
+        }
+        // Never created, or already removed (a DELETE racing the creation): nothing is left.
+        Err(SandboxError::UnknownMachine { .. }) => {
+            tracing::info!(%reason, "session destroyed (it had no machine)");
             true
         }
         Err(err) => {

@@ -157,9 +157,19 @@ pub fn some_exercise(state: &AppState) -> String {
     state.catalog.lessons().iter().flat_map(|l| &l.exercises).next().expect("the catalog has exercises").id.clone()
 }
 
-/// App state over a fresh fake backend and the built-in lessons.
+/// App state over a fresh fake backend and the repository's lessons (read from disk, so these
+/// tests do not depend on how the content gets embedded).
 pub fn fake_state(config: ServerConfig) -> (AppState, Arc<FakeBackend>) {
     let backend = Arc::new(FakeBackend::default());
-    let catalog = lessons::Catalog::embedded().expect("the built-in lessons load");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lessons");
+    let catalog = lessons::Catalog::load(&dir).expect("the repository's lessons load");
     (AppState::new(backend.clone(), Arc::new(catalog), config), backend)
+}
+
+/// A session whose machine is up, registered the way `POST /api/sessions` does it: (id, token).
+pub async fn ready_session(state: &AppState, backend: &FakeBackend) -> (String, String) {
+    let session = state.sessions.insert_new(&some_exercise(state)).unwrap();
+    backend.create(&session.id).await.unwrap();
+    session.set_phase(crate::registry::SessionPhase::Ready);
+    (session.id.clone(), session.token.clone())
 }

@@ -31,7 +31,7 @@ pub enum ServerControl {
 pub enum TerminalStatus {
     /// The viewer is attached to a running shell.
     Ready,
-    /// The server is starting a shell for this session (the previous one had ended).
+    /// The server is starting a shell: the first viewer's, or a fresh one after the last ended.
     Reconnecting,
     /// The shell is gone; `reason` says why. Reconnecting starts a fresh one.
     Ended,

@@ -14,8 +14,7 @@ use super::check_origin;
 use super::protocol::{ServerControl, TerminalStatus};
 use crate::app::{app, AppState};
 use crate::config::ServerConfig;
-use crate::registry::SessionPhase;
-use crate::testing::{fake_state, some_exercise, FakeBackend};
+use crate::testing::{fake_state, ready_session, FakeBackend};
 use std::sync::Arc;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -46,10 +45,7 @@ impl TestServer {
 
     /// A ready session, registered the way `POST /api/sessions` does it.
     async fn session(&self) -> (String, String) {
-        let session = self.state.sessions.insert_new(&some_exercise(&self.state)).unwrap();
-        sandbox::MachineBackend::create(&*self.backend, &session.id).await.unwrap();
-        session.set_phase(SessionPhase::Ready);
-        (session.id.clone(), session.token.clone())
+        ready_session(&self.state, &self.backend).await
     }
 
     async fn connect(&self, path_and_query: &str, origin: Option<&str>) -> Result<Socket, WsError> {
