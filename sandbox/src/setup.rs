@@ -64,39 +64,48 @@ fn missing_packages(pkgs: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Runs a command, passing each line it prints to `progress` with a prefix.
+/// Runs a command, passing each line it prints (on either stream) to `progress` as it comes.
 fn run_streamed(cmd: &mut Command, what: &str, progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| SetupError::Command { what: what.into(), detail: e.to_string() })?;
-    let stderr = child.stderr.take();
-    let err_thread = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        if let Some(e) = stderr {
-            for l in BufReader::new(e).lines().map_while(Result::ok) {
-                lines.push(l);
-            }
-        }
-        lines
-    });
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            progress(&format!("  {l}"));
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        }));
+    }
+    if let Some(err) = child.stderr.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        }));
+    }
+    drop(tx);
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for line in rx {
+        progress(&format!("  {line}"));
+        tail.push_back(line);
+        if tail.len() > 5 {
+            tail.pop_front();
         }
+    }
+    for r in readers {
+        let _ = r.join();
     }
     let status = child.wait().map_err(|e| SetupError::Command { what: what.into(), detail: e.to_string() })?;
-    let errs = err_thread.join().unwrap_or_default();
-    for l in errs.iter().filter(|l| l.starts_with("I: ") || l.starts_with("E: ") || l.starts_with("W: ")) {
-        progress(&format!("  {l}"));
-    }
     if status.success() {
         Ok(())
     } else {
-        let tail: Vec<&String> = errs.iter().rev().take(5).collect();
-        let detail = tail.into_iter().rev().cloned().collect::<Vec<_>>().join(" | ");
-        Err(SetupError::Command { what: what.into(), detail: format!("{status}: {detail}") })
+        Err(SetupError::Command { what: what.into(), detail: format!("{status}: {}", Vec::from(tail).join(" | ")) })
     }
 }
 

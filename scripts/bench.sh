@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Benchmarks that print figures (session start, idle memory). Not part of `make test`.
+source "$(dirname "$0")/common.sh"
+need_root
+need_cargo
+cargo build --release -p docklab-server
+"$ROOT/target/release/docklab" setup --state-dir "$STATE_DIR"
+DOCKLAB_STATE_DIR="$STATE_DIR" cargo bench -p docklab-tests

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: logic tests, real session machines as root, and a real browser.
+source "$(dirname "$0")/common.sh"
+need_root
+need_cargo
+ARTIFACTS="$ROOT/artifacts"
+mkdir -p "$ARTIFACTS"
+
+step "Building docklab and the tests"
+cargo build -p docklab-server
+cargo test --workspace --no-run
+
+step "Setting up this machine (packages, node image)"
+"$ROOT/target/debug/docklab" setup --state-dir "$STATE_DIR"
+
+step "Unit tests and real session-machine tests"
+DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace -- --test-threads=2
+
+step "Browser tests (Debian chromium driven by playwright-core)"
+apt_install chromium
+( cd tests/browser && npm ci --no-audit --no-fund --loglevel=error )
+DOCKLAB_BIN="$ROOT/target/debug/docklab" DOCKLAB_STATE_DIR="$STATE_DIR" ARTIFACTS="$ARTIFACTS" \
+  node --test --test-concurrency=1 tests/browser/
