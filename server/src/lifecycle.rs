@@ -74,6 +74,9 @@ pub async fn destroy_leftovers(state: &AppState) {
         async {
             match state.backend.destroy(&id).await {
                 Ok(()) => tracing::info!("left-over session machine destroyed"),
+                Err(SandboxError::UnknownMachine { .. }) => {
+                    tracing::warn!("left-over session machine has no record to destroy it from")
+                }
                 Err(err) => tracing::error!(error = %err, "could not destroy a left-over session machine"),
             }
         }

@@ -118,7 +118,10 @@ async fn start_machine(state: AppState, session: Arc<Session>) -> Result<(), App
         }
         Err(err) => {
             state.sessions.remove(&session.id);
-            Err(AppError::StartFailed { reason: err.to_string() })
+            match err {
+                SandboxError::NoUidRange => Err(AppError::OutOfCapacity { max: state.config.max_sessions }),
+                err => Err(AppError::StartFailed { reason: err.to_string() }),
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Everything is checked before the upgrade, so a refused client gets a plain HTTP error:
 //!
 //! * **Origin.** A browser always sends `Origin` on a WebSocket handshake; it must be this server's
-//!   own origin, `http://{Host}` or `https://{Host}` (so a reverse proxy must pass `Host` through).
+//!   own origin, `http://{Host}` or `https://{Host}` (so a reverse proxy must pass `Host` through;
+//!   on HTTP/2 the URI's authority stands for `Host`).
 //!   That stops another site from driving a learner's terminal (cross-site WebSocket hijacking).
 //!   A request *without* `Origin` cannot come from a browser page, so it is allowed: command-line
 //!   clients and tests still need the session token, which is the real credential.
@@ -17,7 +18,7 @@ pub mod viewer;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -60,9 +61,12 @@ async fn terminal(
     Path(id): Path<String>,
     Query(query): Query<TerminalQuery>,
     headers: HeaderMap,
+    uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    check_origin(&headers)?;
+    // HTTP/2 carries the host in the URI's authority instead of a Host header.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
+    check_origin(&headers, host)?;
     let session = authorize(&state, &id, &headers, query.token.as_deref())?;
     require_ready(&session)?;
     let (cols, rows) = protocol::validate_size(query.cols.unwrap_or(80), query.rows.unwrap_or(24))
@@ -109,10 +113,9 @@ async fn serve_viewer(state: AppState, session: std::sync::Arc<Session>, socket:
 }
 
 /// Refuses a browser request from another site; see the module comment.
-fn check_origin(headers: &HeaderMap) -> Result<(), AppError> {
+fn check_origin(headers: &HeaderMap, host: Option<&str>) -> Result<(), AppError> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
     let origin = origin.to_str().unwrap_or("(not text)");
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let same_site = host.is_some_and(|host| {
         ["http://", "https://"].iter().any(|scheme| {
             let (origin, scheme) = (origin.as_bytes(), scheme.as_bytes());
