@@ -8,7 +8,7 @@ use axum::Router;
 use lessons::Catalog;
 use sandbox::MachineBackend;
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -46,11 +46,16 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::router())
         .with_state(state.clone())
         .merge(pages::router(state.catalog.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            // The matched route, never the raw URI: terminal URLs carry the session token.
-            let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-            tracing::info_span!("request", method = %request.method(), route)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    // The matched route, never the raw URI: terminal URLs carry the session token.
+                    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+                    tracing::info_span!("request", method = %request.method(), route)
+                })
+                // AppError already logs server errors with their cause; don't log them twice.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
 }
 
 /// Serves `app(state)` on `listener`, with the session reaper, until `shutdown` resolves; then
