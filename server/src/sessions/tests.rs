@@ -273,3 +273,16 @@ async fn metrics_are_prometheus_text_with_every_name() {
         assert!(text.contains(name), "missing {name:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_session_still_starting_cannot_exec_yet() {
+    let h = Harness::new();
+    let session = h.state.sessions.insert_new(&some_exercise(&h.state)).unwrap();
+    let uri = format!("/api/sessions/{}/exec", session.id);
+    let (status, body) = h.call(post(&uri, r#"{"cmd":["true"]}"#, Some(&session.token))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_error(&body, "session_not_ready");
+    let (status, body) = h.call(get(&format!("/api/sessions/{}", session.id), Some(&session.token))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"], "starting");
+}

@@ -161,10 +161,19 @@ mod tests {
 
     impl Client {
         async fn start(hub: &TerminalHub, mode: ViewerMode, terminal: Option<sandbox::Terminal>) -> Client {
+            let config = TerminalConfig { max_output_frame: 4, ..TerminalConfig::default() };
+            Client::start_with(hub, mode, terminal, config).await
+        }
+
+        async fn start_with(
+            hub: &TerminalHub,
+            mode: ViewerMode,
+            terminal: Option<sandbox::Terminal>,
+            config: TerminalConfig,
+        ) -> Client {
             let viewer = hub.attach(mode, || async { Ok(terminal.expect("one shell only")) }).await.unwrap();
             let (to_server, server_in) = mpsc::channel(16);
             let (server_out, from_server) = mpsc::channel(16);
-            let config = TerminalConfig { max_output_frame: 4, ..TerminalConfig::default() };
             let done = tokio::spawn(async move { run_viewer(server_out, server_in, viewer, &config).await });
             Client { to_server, from_server, done }
         }
@@ -243,6 +252,19 @@ mod tests {
         );
         assert!(matches!(client.next().await, Message::Close(_)));
         assert_eq!(client.done.await.unwrap(), ViewerExit::ShellEnded("exit status 0".into()));
+    }
+
+    #[tokio::test]
+    async fn keepalive_pings_go_out_and_a_silent_client_is_dropped() {
+        let hub = TerminalHub::new("s1", TerminalConfig::default());
+        let (terminal, _pty) = FakePty::new();
+        let config = TerminalConfig { ping_interval: std::time::Duration::from_millis(20), ..TerminalConfig::default() };
+        let mut client = Client::start_with(&hub, ViewerMode::Interactive, Some(terminal), config).await;
+        client.next_control().await;
+        assert!(matches!(client.next().await, Message::Ping(_)));
+        // The client never answers, so after three intervals of silence the server gives up.
+        let exit = tokio::time::timeout(PATIENCE, client.done).await.unwrap().unwrap();
+        assert_eq!(exit, ViewerExit::ClientSilent);
     }
 
     #[tokio::test]
