@@ -408,16 +408,27 @@ impl MachineBackend for SessionManager {
     }
 
     async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
-        let rec = self.record(id)?;
+        validate_id(id)?;
         let span = info_span!("machine", id = %id);
-        let _e = span.enter();
-        let started = Instant::now();
-        let state_dir = self.cfg.state_dir.clone();
-        let result = tokio::task::spawn_blocking(move || teardown(&state_dir, &rec))
-            .await
-            .unwrap_or_else(|e| Err(SandboxError::Teardown { id: id.into(), reason: format!("teardown task failed: {e}") }));
-        info!(ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "machine removed");
-        result
+        async {
+            let started = Instant::now();
+            let rec = match self.record(id) {
+                Ok(rec) => rec,
+                // No usable record: a half-made machine or one only the cgroup tree remembers.
+                Err(SandboxError::UnknownMachine { .. }) if self.leftovers().await.iter().any(|l| l == id) => {
+                    return self.reap_orphan(id);
+                }
+                Err(e) => return Err(e),
+            };
+            let state_dir = self.cfg.state_dir.clone();
+            let result = tokio::task::spawn_blocking(move || teardown(&state_dir, &rec))
+                .await
+                .unwrap_or_else(|e| Err(SandboxError::Teardown { id: id.into(), reason: format!("teardown task failed: {e}") }));
+            info!(ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "machine removed");
+            result
+        }
+        .instrument(span)
+        .await
     }
 
     async fn leftovers(&self) -> Vec<String> {
