@@ -53,6 +53,21 @@ pub enum ContentError {
         path: PathBuf,
         lesson_folder: String,
     },
+    #[error("{path}:{line}: task `{task}`, check {index} ({kind}): {reason}")]
+    BadCheck {
+        path: PathBuf,
+        line: usize,
+        task: String,
+        index: usize,
+        kind: &'static str,
+        reason: String,
+    },
+    #[error("{path}: task `{task}` has no checks, so it could never be graded")]
+    NoChecks { path: PathBuf, task: String },
+    #[error("{path}: task `{task}` only checks that things are absent, so it would pass before the learner does anything; add an `event_seen` check")]
+    VacuousTask { path: PathBuf, task: String },
+    #[error("{path}:{line}: `# task: {task}` names no task of this exercise")]
+    BadSolutionMarker { path: PathBuf, line: usize, task: String },
     #[error("{path}: no lessons were found here")]
     Empty { path: PathBuf },
 }

@@ -6,11 +6,16 @@
 //!   lesson.md                          +++ TOML front matter +++ then Markdown
 //!   exercises/volumes-lifecycle/
 //!     exercise.toml                    title, brief, [[tasks]] {id, title, hints, checks}
+//!     files/                           optional: copied into the learner's home (/root) at start
+//!     setup.sh                         optional: run in the machine before the learner arrives
+//!     solution.sh                      the reference solution; `# task: <id>` lines split it
 //! ```
+//! Checks are typed ([`checks::Check`]); a task's checks all pass for the task to be done.
 //! [`Catalog::embedded`] reads the copy compiled into the binary; [`Catalog::load`] reads an
 //! operator-supplied folder of the same shape. Both validate everything before returning, and
 //! every error names the file at fault.
 
+pub mod checks;
 mod error;
 pub mod markdown;
 
@@ -19,6 +24,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use checks::Check;
 pub use error::ContentError;
 
 /// The lowest and highest course days that lessons may belong to.
@@ -58,6 +64,59 @@ pub struct Exercise {
     #[serde(skip)]
     pub brief_html: String,
     pub tasks: Vec<Task>,
+    /// Starting files for the learner's home directory. Not served.
+    #[serde(skip)]
+    pub files: Vec<StartingFile>,
+    /// Shell script run in the machine before the learner arrives. Not served.
+    #[serde(skip)]
+    pub setup: Option<String>,
+    /// The reference solution (a shell script). Not served: revealed on request only.
+    #[serde(skip)]
+    pub solution: Option<String>,
+}
+
+/// A file placed in the learner's home directory when the session starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartingFile {
+    /// Relative to the home directory, `/`-separated, without `..`.
+    pub path: String,
+    pub contents: Vec<u8>,
+}
+
+impl Exercise {
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+
+    /// The reference solution cut into steps at its `# task: <id>` lines: (task id, script).
+    /// Lines before the first marker belong to the first step. Without markers, one step for
+    /// the last task.
+    pub fn solution_steps(&self) -> Vec<(String, String)> {
+        let Some(solution) = &self.solution else { return Vec::new() };
+        let mut steps: Vec<(String, String)> = Vec::new();
+        let mut preamble = String::new();
+        for line in solution.lines() {
+            if let Some(task) = line.trim().strip_prefix("# task:") {
+                steps.push((task.trim().to_owned(), preamble.clone()));
+                continue;
+            }
+            match steps.last_mut() {
+                Some((_, script)) => {
+                    script.push_str(line);
+                    script.push('\n');
+                }
+                None => {
+                    preamble.push_str(line);
+                    preamble.push('\n');
+                }
+            }
+        }
+        if steps.is_empty() {
+            let last = self.tasks.last().map(|t| t.id.clone()).unwrap_or_default();
+            steps.push((last, preamble));
+        }
+        steps
+    }
 }
 
 /// One gradable step of an exercise.
@@ -71,10 +130,9 @@ pub struct Task {
     pub title_html: String,
     #[serde(skip)]
     pub hints_html: Vec<String>,
-    /// Check definitions, kept verbatim until the grader gives them a type. Not served: they
-    /// would give the answers away.
+    /// What must hold for the task to be done. Not served: they would give the answers away.
     #[serde(skip)]
-    pub checks: Vec<toml::Value>,
+    pub checks: Vec<Check>,
 }
 
 /// A lesson as listed by `GET /api/lessons`.
@@ -128,6 +186,9 @@ pub struct Catalog {
 #[folder = "."]
 #[include = "day-*/lesson.md"]
 #[include = "day-*/exercises/*/exercise.toml"]
+#[include = "day-*/exercises/*/setup.sh"]
+#[include = "day-*/exercises/*/solution.sh"]
+#[include = "day-*/exercises/*/files/**"]
 struct EmbeddedContent;
 
 impl Catalog {
@@ -180,11 +241,30 @@ impl Catalog {
                     if !exercise.path().is_dir() {
                         continue;
                     }
-                    let rel = PathBuf::from(&folder)
-                        .join("exercises")
-                        .join(exercise.file_name())
-                        .join("exercise.toml");
-                    files.insert(rel, read(&exercise.path().join("exercise.toml"))?);
+                    let rel = PathBuf::from(&folder).join("exercises").join(exercise.file_name());
+                    files.insert(rel.join("exercise.toml"), read(&exercise.path().join("exercise.toml"))?);
+                    for script in ["setup.sh", "solution.sh"] {
+                        let path = exercise.path().join(script);
+                        if path.is_file() {
+                            files.insert(rel.join(script), read(&path)?);
+                        }
+                    }
+                    let mut stack = vec![PathBuf::from("files")];
+                    while let Some(sub) = stack.pop() {
+                        let dir = exercise.path().join(&sub);
+                        if !dir.is_dir() {
+                            continue;
+                        }
+                        for entry in read_dir(&dir)? {
+                            let entry = entry.map_err(|source| ContentError::Read { path: dir.clone(), source })?;
+                            let sub = sub.join(entry.file_name());
+                            if entry.path().is_dir() {
+                                stack.push(sub);
+                            } else {
+                                files.insert(rel.join(&sub), read(&entry.path())?);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -217,6 +297,8 @@ impl Catalog {
     fn from_files(base: &Path, files: BTreeMap<PathBuf, Vec<u8>>) -> Result<Catalog, ContentError> {
         let mut lessons: Vec<(PathBuf, Lesson)> = Vec::new();
         let mut exercises: Vec<(PathBuf, String, Exercise)> = Vec::new();
+        // (lesson folder, exercise folder) → (file name or files/… path, bytes)
+        let mut extras: BTreeMap<(String, String), Vec<(PathBuf, String, Vec<u8>)>> = BTreeMap::new();
         for (rel, bytes) in files {
             let path = base.join(&rel);
             let parts: Vec<String> = rel
@@ -226,6 +308,20 @@ impl Catalog {
                     _ => None,
                 })
                 .collect();
+            if let [folder, ex, slug, rest @ ..] = parts.as_slice() {
+                let is_extra = match rest {
+                    [file] => file == "setup.sh" || file == "solution.sh",
+                    [files, _, ..] => files == "files",
+                    _ => false,
+                };
+                if ex == "exercises" && is_extra {
+                    extras
+                        .entry((folder.clone(), slug.clone()))
+                        .or_default()
+                        .push((path.clone(), rest.join("/"), bytes));
+                    continue;
+                }
+            }
             let text = String::from_utf8(bytes)
                 .map_err(|_| ContentError::NotUtf8 { path: path.clone() })?;
             match parts.as_slice() {
@@ -276,6 +372,33 @@ impl Catalog {
                     lesson_folder: folder,
                 });
             };
+            for (extra_path, name, bytes) in extras.remove(&(folder.clone(), exercise.slug.clone())).unwrap_or_default() {
+                let script = || {
+                    String::from_utf8(bytes.clone()).map_err(|_| ContentError::NotUtf8 { path: extra_path.clone() })
+                };
+                match name.as_str() {
+                    "setup.sh" => exercise.setup = Some(script()?),
+                    "solution.sh" => exercise.solution = Some(script()?),
+                    _ => exercise.files.push(StartingFile {
+                        path: name.trim_start_matches("files/").to_owned(),
+                        contents: bytes,
+                    }),
+                }
+            }
+            if let Some(solution) = &exercise.solution {
+                let solution_path = path.with_file_name("solution.sh");
+                for (line_no, line) in solution.lines().enumerate() {
+                    if let Some(task) = line.trim().strip_prefix("# task:") {
+                        if exercise.task(task.trim()).is_none() {
+                            return Err(ContentError::BadSolutionMarker {
+                                path: solution_path,
+                                line: line_no + 1,
+                                task: task.trim().to_owned(),
+                            });
+                        }
+                    }
+                }
+            }
             let lesson = &mut lessons[li];
             exercise.lesson = lesson.id.clone();
             exercise.id = format!("{}/{}", lesson.id, exercise.slug);
@@ -316,7 +439,7 @@ struct TaskFile {
     #[serde(default)]
     hints: Vec<String>,
     #[serde(default)]
-    checks: Vec<toml::Value>,
+    checks: Vec<toml::Spanned<Check>>,
 }
 
 /// Splits `+++\n<toml>\n+++\n<markdown>`.
@@ -436,6 +559,24 @@ fn parse_exercise(path: &Path, slug: &str, text: &str) -> Result<Exercise, Conte
             });
         }
         non_empty(path, "tasks.title", &task.title)?;
+        if task.checks.is_empty() {
+            return Err(ContentError::NoChecks { path: path.to_owned(), task: task.id });
+        }
+        for (index, check) in task.checks.iter().enumerate() {
+            if let Err(reason) = check.get_ref().validate() {
+                return Err(ContentError::BadCheck {
+                    path: path.to_owned(),
+                    line: line_of(text, check.span().start),
+                    task: task.id,
+                    index: index + 1,
+                    kind: check.get_ref().kind(),
+                    reason,
+                });
+            }
+        }
+        if task.checks.iter().all(|c| c.get_ref().passes_vacuously()) {
+            return Err(ContentError::VacuousTask { path: path.to_owned(), task: task.id });
+        }
         tasks.push(Task {
             title_html: markdown::render_inline(&task.title),
             hints_html: task
@@ -446,7 +587,7 @@ fn parse_exercise(path: &Path, slug: &str, text: &str) -> Result<Exercise, Conte
             id: task.id,
             title: task.title.trim().to_owned(),
             hints: task.hints,
-            checks: task.checks,
+            checks: task.checks.into_iter().map(toml::Spanned::into_inner).collect(),
         });
     }
     Ok(Exercise {
@@ -457,7 +598,15 @@ fn parse_exercise(path: &Path, slug: &str, text: &str) -> Result<Exercise, Conte
         brief_html: markdown::render(&file.brief),
         brief: file.brief,
         tasks,
+        files: Vec::new(),
+        setup: None,
+        solution: None,
     })
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
 }
 
 fn non_empty(path: &Path, field: &'static str, value: &str) -> Result<(), ContentError> {
