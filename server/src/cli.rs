@@ -21,6 +21,33 @@ pub enum Command {
     Setup(SetupArgs),
     /// Run the web server (as root: it creates session machines).
     Serve(ServeArgs),
+    /// The base images docklab builds from Debian packages and serves to sessions.
+    Images(ImagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Where docklab keeps images and session state.
+    #[arg(long, env = "DOCKLAB_STATE_DIR", default_value = "/var/lib/docklab", global = true)]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: ImagesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Show every image: name and tags, size, digest, recipe.
+    List,
+    /// Build images (all, or those named, e.g. `golang` or `debian:bookworm`); cached ones are skipped.
+    Build {
+        names: Vec<String>,
+        /// Rebuild even when the recipe has not changed.
+        #[arg(long)]
+        force: bool,
+        /// How many images to build at once.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+        jobs: u16,
+    },
 }
 
 #[derive(Debug, Args)]

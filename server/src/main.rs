@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Parser;
 use docklab_server::app::{self, AppState};
-use docklab_server::cli::{Cli, Command, ServeArgs};
+use docklab_server::cli::{Cli, Command, ImagesArgs, ImagesCommand, ServeArgs};
 use sandbox::{SandboxConfig, SessionManager};
 
 fn main() -> ExitCode {
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => sandbox::setup::run(&args.state_dir, &mut |line| println!("{line}"))
             .context("setup failed"),
         Command::Serve(args) => serve(args),
+        Command::Images(args) => images(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +66,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     tracing::info!("docklab stopped");
     Ok(())
+}
+
+fn images(args: ImagesArgs) -> anyhow::Result<()> {
+    use sandbox::images;
+    match args.command {
+        ImagesCommand::List => {
+            let store = images::ImageStore::new(&args.state_dir);
+            println!("{:<44} {:>9} {:>9}  {:<19}  RECIPE", "IMAGE", "PULL", "UNPACKED", "DIGEST");
+            for recipe in images::CATALOG {
+                let stored = store.images().into_iter().find(|i| i.name == recipe.name && i.tags.iter().any(|t| t.tag == recipe.tags[0]));
+                let tags = format!("{}:{}", recipe.name, recipe.tags.join(","));
+                match stored.as_ref().and_then(|s| s.info.as_ref()) {
+                    Some(info) => println!(
+                        "{tags:<44} {:>9} {:>9}  {:<19}  {}{}",
+                        images::human(info.size),
+                        images::human(info.unpacked_size),
+                        images::short(&info.manifest_digest),
+                        info.recipe,
+                        if info.recipe_key == images::recipe_key(recipe) { "" } else { " (recipe changed: rebuild)" }
+                    ),
+                    None => println!("{tags:<44} {:>9} {:>9}  {:<19}  {}", "-", "-", "not built", images::describe(recipe)),
+                }
+            }
+            Ok(())
+        }
+        ImagesCommand::Build { names, force, jobs } => {
+            if !running_as_root() {
+                bail!("`docklab images build` must run as root: mmdebstrap installs packages into the image roots");
+            }
+            let options = images::BuildOptions { force, jobs: jobs.into() };
+            images::build(&args.state_dir, &names, &options, &mut |line| println!("{line}")).context("building images")?;
+            Ok(())
+        }
+    }
 }
 
 fn running_as_root() -> bool {

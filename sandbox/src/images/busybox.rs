@@ -1,22 +1,15 @@
-//! Images docklab builds itself from Debian packages, without any registry.
-//!
-//! For now: `busybox`, from Debian's static busybox binary, as a `docker load` archive that every
-//! machine loads at boot. (A read-only registry serving OCI layouts follows in the images work.)
+//! `busybox`, from Debian's static busybox binary (the host's `busybox-static` package): as a
+//! root filesystem for the OCI image, and as a `docker load` archive that every machine loads at
+//! boot, so `docker run busybox` works even before the machine can reach the registry.
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, #[source] source: std::io::Error },
-    #[error("listing busybox applets with {path} failed")]
-    Applets { path: PathBuf },
-}
+use super::ImageError;
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
     move |source| ImageError::Io { what, path: path.to_path_buf(), source }
@@ -58,14 +51,51 @@ impl LayerTar {
     }
 }
 
-/// The root filesystem of the busybox image: the static binary and a link per applet.
-fn busybox_layer(busybox: &Path) -> Result<Vec<u8>, ImageError> {
+fn applets(busybox: &Path) -> Result<Vec<String>, ImageError> {
     let out = Command::new(busybox).arg("--list").output().map_err(io_err("running", busybox))?;
     if !out.status.success() {
         return Err(ImageError::Applets { path: busybox.to_path_buf() });
     }
     let mut applets: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|a| a != "busybox").collect();
     applets.sort();
+    Ok(applets)
+}
+
+/// The version line busybox prints, e.g. `BusyBox v1.35.0 (Debian 1:1.35.0-4+b3) multi-call binary.`
+pub fn version(busybox: &Path) -> String {
+    Command::new(busybox).output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
+}
+
+/// Writes the busybox root filesystem into the empty directory `root`.
+pub fn write_tree(busybox: &Path, root: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let applets = applets(busybox)?;
+    for d in ["bin", "dev", "etc", "home", "proc", "root", "sys", "tmp", "usr/sbin", "var/www"] {
+        let p = root.join(d);
+        std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+    }
+    let tmp = root.join("tmp");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).map_err(io_err("setting the mode of", &tmp))?;
+    let bin = root.join("bin/busybox");
+    std::fs::copy(busybox, &bin).map_err(io_err("copying", busybox))?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).map_err(io_err("setting the mode of", &bin))?;
+    for a in &applets {
+        let p = root.join("bin").join(a);
+        symlink("busybox", &p).map_err(io_err("linking", &p))?;
+    }
+    let passwd = root.join("etc/passwd");
+    std::fs::write(&passwd, PASSWD).map_err(io_err("writing", &passwd))?;
+    let group = root.join("etc/group");
+    std::fs::write(&group, GROUP).map_err(io_err("writing", &group))?;
+    Ok(())
+}
+
+const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n";
+const GROUP: &[u8] = b"root:x:0:\nnogroup:x:65534:\n";
+
+/// The root filesystem of the busybox image: the static binary and a link per applet.
+fn busybox_layer(busybox: &Path) -> Result<Vec<u8>, ImageError> {
+    let applets = applets(busybox)?;
     let bin = std::fs::read(busybox).map_err(io_err("reading", busybox))?;
     let mut t = LayerTar::new();
     let e = |r: std::io::Result<()>| r.map_err(io_err("writing the layer for", busybox));
@@ -76,8 +106,8 @@ fn busybox_layer(busybox: &Path) -> Result<Vec<u8>, ImageError> {
     for a in &applets {
         e(t.symlink(&format!("bin/{a}"), "busybox"))?;
     }
-    e(t.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"))?;
-    e(t.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n"))?;
+    e(t.file("etc/passwd", 0o644, PASSWD))?;
+    e(t.file("etc/group", 0o644, GROUP))?;
     t.finish().map_err(io_err("writing the layer for", busybox))
 }
 
@@ -89,10 +119,7 @@ fn sha256_hex(data: &[u8]) -> String {
 pub fn write_busybox_archive(busybox: &Path, out: &Path) -> Result<(), ImageError> {
     let layer = busybox_layer(busybox)?;
     let diff_id = format!("sha256:{}", sha256_hex(&layer));
-    let version = Command::new(busybox)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
-        .unwrap_or_default();
+    let version = version(busybox);
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
