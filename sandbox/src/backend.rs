@@ -35,6 +35,8 @@ pub struct MachineInfo {
     pub init_pid: i32,
     /// Host path of the machine's Docker Engine API socket (for grading).
     pub docker_socket: PathBuf,
+    /// The machine's address on the host bridge (port preview reaches published ports here).
+    pub address: Option<std::net::Ipv4Addr>,
     /// How long creation took, from request to Docker answering.
     pub start_duration: Duration,
 }
@@ -95,4 +97,8 @@ pub trait MachineBackend: Send + Sync + 'static {
     async fn destroy(&self, id: &str) -> Result<(), SandboxError>;
     /// Machines found on disk from an earlier run of the server (ids), for adoption or reaping.
     async fn leftovers(&self) -> Vec<String>;
+    /// The machine's address on the host bridge, where its published ports answer.
+    async fn address(&self, _id: &str) -> Option<std::net::Ipv4Addr> {
+        None
+    }
 }

@@ -18,6 +18,8 @@ pub struct SandboxConfig {
     pub cpu_shares: u64,
     /// How long to wait for a new machine's Docker engine to answer.
     pub docker_ready_timeout: Duration,
+    /// The machines' host bridge, addresses and firewall.
+    pub network: crate::network::NetworkConfig,
 }
 
 impl SandboxConfig {
@@ -29,6 +31,7 @@ impl SandboxConfig {
             pids_max: 2048,
             cpu_shares: 1024,
             docker_ready_timeout: Duration::from_secs(30),
+            network: crate::network::NetworkConfig::default(),
         }
     }
 

@@ -1,4 +1,6 @@
-//! `docklab __enter <session-dir> [--tty] -- CMD...`: runs a command inside a session machine.
+//! `docklab __enter <session-dir> [--tty | --relay SOCKET] -- CMD...`: runs a command inside a
+//! session machine. With `--relay`, the command gets a PTY from the machine's own devpts and this
+//! process serves it on SOCKET (see `relay.rs`), so the shell survives a server restart.
 //!
 //! A fresh single-threaded process (the kernel refuses `setns` into a user namespace from a
 //! multithreaded one). It joins the machine's cgroup, then its namespaces (user first, mount last,
@@ -60,7 +62,9 @@ fn fail(msg: String) -> ExitCode {
 pub fn main(args: &[String]) -> ExitCode {
     let Some(dir) = args.first() else { return fail("usage: __enter <session-dir> [--tty] -- CMD...".into()) };
     let rest = &args[1..];
-    let tty = rest.iter().take_while(|a| *a != "--").any(|a| a == "--tty");
+    let opts: Vec<&String> = rest.iter().take_while(|a| *a != "--").collect();
+    let tty = opts.iter().any(|a| *a == "--tty");
+    let relay_path = opts.iter().position(|a| *a == "--relay").and_then(|i| opts.get(i + 1)).map(|s| std::path::PathBuf::from(s.as_str()));
     let Some(sep) = rest.iter().position(|a| a == "--") else { return fail("missing -- before the command".into()) };
     let cmd = &rest[sep + 1..];
     if cmd.is_empty() {
@@ -78,6 +82,17 @@ pub fn main(args: &[String]) -> ExitCode {
     if let Err(e) = rec.cgroup.join(0) {
         return fail(format!("joining the machine's cgroup: {e}"));
     }
+    // The relay's socket is a host path: bind it before the host's files are out of sight.
+    let listener = match &relay_path {
+        Some(p) => {
+            let _ = std::fs::remove_file(p);
+            match std::os::unix::net::UnixListener::bind(p) {
+                Ok(l) => Some(l),
+                Err(e) => return fail(format!("listening on {}: {e}", p.display())),
+            }
+        }
+        None => None,
+    };
     // Open every namespace before joining any: once in the machine's mount namespace, the host's
     // /proc is out of sight.
     let kinds = [
@@ -115,7 +130,11 @@ pub fn main(args: &[String]) -> ExitCode {
         Err(_) => return fail("an argument contains a NUL byte".into()),
     };
     let mut env: Vec<CString> = MACHINE_ENV.iter().map(|s| CString::new(*s).expect("static env has no NUL")).collect();
-    env.push(CString::new(if tty { "TERM=xterm-256color" } else { "TERM=dumb" }).expect("no NUL"));
+    env.push(CString::new(if tty || listener.is_some() { "TERM=xterm-256color" } else { "TERM=dumb" }).expect("no NUL"));
+
+    if let Some(listener) = listener {
+        return relay_shell(listener, &argv, &env, &cmd[0]);
+    }
 
     // SAFETY: this process is single-threaded, so the child may allocate and run ordinary code.
     match unsafe { fork() } {
@@ -149,6 +168,58 @@ pub fn main(args: &[String]) -> ExitCode {
                     Ok(_) | Err(nix::Error::EINTR) => continue,
                     Err(e) => return fail(format!("waiting for the command: {e}")),
                 }
+            }
+        }
+    }
+}
+
+/// Starts `argv` on a PTY of the machine's own devpts and relays it on `listener` until it exits.
+fn relay_shell(listener: std::os::unix::net::UnixListener, argv: &[CString], env: &[CString], name: &str) -> ExitCode {
+    use nix::fcntl::OFlag;
+    let master = match nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("opening the machine's /dev/ptmx: {e}")),
+    };
+    if nix::pty::grantpt(&master).is_err() || nix::pty::unlockpt(&master).is_err() {
+        return fail("preparing the terminal failed".into());
+    }
+    let slave_name = match nix::pty::ptsname_r(&master) {
+        Ok(n) => n,
+        Err(e) => return fail(format!("naming the terminal: {e}")),
+    };
+    let _ = crate::pty::resize_fd(std::os::fd::AsRawFd::as_raw_fd(&master), 80, 24);
+    // SAFETY: this process is single-threaded, so the child may allocate and run ordinary code.
+    match unsafe { fork() } {
+        Err(e) => fail(format!("the session machine is not running (fork into it failed: {e})")),
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::setsid();
+            let slave = match std::fs::OpenOptions::new().read(true).write(true).open(&slave_name) {
+                Ok(f) => f,
+                // SAFETY: _exit skips destructors, which belong to the parent.
+                Err(_) => unsafe { libc::_exit(126) },
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&slave);
+            // SAFETY: fd is the terminal we just opened; TIOCSCTTY makes it our controlling
+            // terminal and dup2 puts it on the standard descriptors.
+            unsafe {
+                libc::ioctl(fd, libc::TIOCSCTTY, 0);
+                libc::dup2(fd, 0);
+                libc::dup2(fd, 1);
+                libc::dup2(fd, 2);
+            }
+            let home = if Path::new("/root").is_dir() { "/root" } else { "/" };
+            let _ = nix::unistd::chdir(home);
+            sys::close_fds_from(3);
+            let err = nix::unistd::execvpe(&argv[0], argv, env).unwrap_err();
+            eprintln!("{name}: {}", err.desc());
+            // SAFETY: as above.
+            unsafe { libc::_exit(if err == nix::Error::ENOENT { 127 } else { 126 }) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let master: std::os::fd::OwnedFd = master.into();
+            match crate::relay::serve(listener, master, child) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("terminal relay: {e}")),
             }
         }
     }

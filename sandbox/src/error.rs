@@ -28,6 +28,8 @@ pub enum SandboxError {
     Exec { id: String, reason: String },
     #[error("writing the machine spec {path}: {reason}")]
     Spec { path: PathBuf, reason: String },
+    #[error("machine network: {reason}")]
+    Network { reason: String },
     #[error("could not remove session machine {id} completely: {reason}")]
     Teardown { id: String, reason: String },
 }

@@ -25,6 +25,20 @@ use crate::sys;
 
 /// Where docklab's node image keeps image tarballs that every machine loads at boot.
 pub const PRELOAD_DIR: &str = "/opt/docklab/preload";
+/// Shown by the learner's login shell (written at every boot, so it changes without rebuilding
+/// the node image).
+const GREETING: &str = r#"
+  Welcome to your docklab session machine.
+
+  A Linux machine of your own, with its own Docker engine.
+  You are root here, and nothing you do can reach anyone
+  else's machine. Break it if you like: ending the lab and
+  starting it again gives you a fresh one.
+
+  Try:  docker run --rm busybox echo hello
+        docker ps -a
+"#;
+
 /// The machine's state file, seen by the host as `<session>/control/state`.
 const STATE_FILE: &str = "/run/docklab/state";
 
@@ -38,6 +52,8 @@ enum InitError {
     Sys { step: &'static str, #[source] source: nix::Error },
     #[error("Docker did not answer within {0} s (see /var/log/dockerd.log in the machine)")]
     DockerTimeout(u64),
+    #[error("network: {0}")]
+    Net(String),
 }
 
 fn io<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InitError + 'a {
@@ -101,6 +117,38 @@ fn setup(rec: &MachineRecord, spec: &Spec, go: OwnedFd) -> Result<(), InitError>
     let hostname = spec.hostname().clone().unwrap_or_else(|| "lab".into());
     sethostname(&hostname).map_err(|source| InitError::Sys { step: "sethostname", source })?;
     sys::loopback_up().map_err(io("bringing up", Path::new("lo")))?;
+    configure_eth0(spec)?;
+    let _ = fs::create_dir_all("/etc/docklab");
+    fs::write("/etc/docklab/greeting", GREETING).map_err(io("writing", Path::new("/etc/docklab/greeting")))?;
+    Ok(())
+}
+
+/// Gives `eth0` (the launcher moved it in) its address and the host as default gateway, and names
+/// the host's services in /etc/hosts.
+fn configure_eth0(spec: &Spec) -> Result<(), InitError> {
+    let ann = spec.annotations().clone().unwrap_or_default();
+    let (Some(addr), Some(gw)) = (ann.get("dev.docklab.address"), ann.get("dev.docklab.gateway")) else { return Ok(()) };
+    for args in [
+        vec!["addr", "add", addr.as_str(), "dev", "eth0"],
+        vec!["link", "set", "dev", "eth0", "up"],
+        vec!["route", "add", "default", "via", gw.as_str()],
+    ] {
+        let st = Command::new("/sbin/ip")
+            .args(&args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(io("running", Path::new("/sbin/ip")))?;
+        if !st.success() {
+            return Err(InitError::Net(format!("ip {} failed ({st})", args.join(" "))));
+        }
+    }
+    let hosts = format!(
+        "127.0.0.1\tlocalhost lab\n::1\tlocalhost ip6-localhost ip6-loopback\n{gw}\tdocklab registry.docklab packages.docklab gcr.io\n"
+    );
+    fs::write("/etc/hosts", hosts).map_err(io("writing", Path::new("/etc/hosts")))?;
     Ok(())
 }
 

@@ -137,6 +137,9 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
         fs::write(&p, &mapping).map_err(step("writing the id map", &p))?;
     }
     write_atomic(&rec.init_pid_path(), child.to_string().as_bytes())?;
+    if let Some(net) = &rec.net {
+        crate::network::attach_machine(&net.bridge, &net.veth, child.as_raw()).map_err(|e| LaunchError::Init(format!("network: {e}")))?;
+    }
     let mut go = fs::File::from(go_w);
     go.write_all(b"g").map_err(step("releasing init", dir))?;
     drop(go);

@@ -1,7 +1,6 @@
 //! `SessionManager`: the real [`MachineBackend`], one session machine per learner and exercise.
 
 use std::fs;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -15,7 +14,6 @@ use crate::backend::*;
 use crate::cgroup::{Layout, Limits, MachineCgroup};
 use crate::config::SandboxConfig;
 use crate::error::SandboxError;
-use crate::pty;
 use crate::spec::{build_spec, MachineRecord, UID_RANGE};
 
 /// First host uid handed to machines; slot N covers `UID_BASE + N * 65536 ..`.
@@ -30,6 +28,8 @@ pub struct SessionManager {
     layout: Result<Layout, String>,
     self_cgroup: String,
     alloc: Mutex<()>,
+    /// Whether the host bridge and firewall table have been set up by this process.
+    network_ready: Mutex<bool>,
 }
 
 /// Ids are used as directory and cgroup names: keep them to a safe alphabet.
@@ -49,11 +49,34 @@ impl SessionManager {
         }
         let layout = Layout::detect(Path::new("/sys/fs/cgroup")).map_err(|e| e.to_string());
         let self_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        Ok(SessionManager { cfg, layout, self_cgroup, alloc: Mutex::new(()) })
+        Ok(SessionManager { cfg, layout, self_cgroup, alloc: Mutex::new(()), network_ready: Mutex::new(false) })
     }
 
     pub fn config(&self) -> &SandboxConfig {
         &self.cfg
+    }
+
+    /// Sets up the host bridge and docklab's firewall table (once per process; idempotent).
+    pub fn ensure_network(&self) -> Result<(), SandboxError> {
+        let mut ready = self.network_ready.lock().unwrap_or_else(|p| p.into_inner());
+        if !*ready {
+            crate::network::ensure_host_network(&self.cfg.network).map_err(|e| SandboxError::Network { reason: e.to_string() })?;
+            *ready = true;
+        }
+        Ok(())
+    }
+
+    /// Removes the host bridge and firewall table; call once no machine is left.
+    pub fn remove_network(&self) -> Result<(), SandboxError> {
+        let mut ready = self.network_ready.lock().unwrap_or_else(|p| p.into_inner());
+        crate::network::remove_host_network(&self.cfg.network).map_err(|e| SandboxError::Network { reason: e.to_string() })?;
+        *ready = false;
+        Ok(())
+    }
+
+    /// A machine's address on the host bridge, if it has one.
+    pub fn address(&self, id: &str) -> Option<std::net::Ipv4Addr> {
+        self.record(id).ok().and_then(|r| r.net.map(|n| n.address))
     }
 
     fn session_dir(&self, id: &str) -> PathBuf {
@@ -109,6 +132,15 @@ impl SessionManager {
         }
         let slot = self.allocate_uid_slot(id)?;
         let uid_base = UID_BASE + slot * UID_RANGE;
+        let netcfg = &self.cfg.network;
+        let address = netcfg.machine_address(slot).map_err(|e| SandboxError::StartFailed { id: id.into(), reason: e.to_string() })?;
+        let net = crate::spec::MachineNet {
+            bridge: netcfg.bridge.clone(),
+            veth: netcfg.host_veth(slot),
+            address,
+            gateway: netcfg.host_ip,
+            prefix_len: netcfg.prefix_len,
+        };
         let rec = MachineRecord {
             id: id.to_string(),
             uid_slot: slot,
@@ -118,6 +150,8 @@ impl SessionManager {
             cgroup: MachineCgroup::plan(Path::new("/sys/fs/cgroup"), &layout, &self.self_cgroup, id),
             limits: Limits { memory_bytes: self.cfg.memory_bytes, pids_max: self.cfg.pids_max, cpu_shares: self.cfg.cpu_shares },
             created_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+            net: Some(net),
+            owner: crate::spec::Owner::current(),
         };
         rec.save()?;
         for (d, owned) in [(rec.upper(), true), (rec.work(), true), (rec.docker_dir(), true), (rec.control_dir(), true), (rec.rootfs(), false), (rec.lower(), false)] {
@@ -178,6 +212,50 @@ impl SessionManager {
         teardown(&self.cfg.state_dir, rec)
     }
 
+    /// Connects to the machine's login shell, starting it (behind its relay) if none runs.
+    async fn connect_shell(&self, rec: &MachineRecord) -> Result<tokio::net::UnixStream, SandboxError> {
+        let dir = rec.session_dir.join("tty");
+        let sock = dir.join("main.sock");
+        if let Ok(s) = tokio::net::UnixStream::connect(&sock).await {
+            return Ok(s);
+        }
+        fs::create_dir_all(&dir).map_err(|e| SandboxError::io("creating", &dir, e))?;
+        let log_path = rec.session_dir.join("terminal.log");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| SandboxError::io("opening", &log_path, e))?;
+        let mut cmd = Command::new(&self.cfg.helper_exe);
+        cmd.arg("__enter")
+            .arg(&rec.session_dir)
+            .arg("--relay")
+            .arg(&sock)
+            .args(["--", "/bin/bash", "--login"])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // Its own process group: the shell must outlive the server and its signals.
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { id: rec.id.clone(), what: "a login shell", source })?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(s) = tokio::net::UnixStream::connect(&sock).await {
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                return Ok(s);
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                let why = fs::read_to_string(&log_path).unwrap_or_default();
+                let why = why.lines().last().unwrap_or("no output").to_string();
+                return Err(SandboxError::Exec { id: rec.id.clone(), reason: format!("the shell could not start ({st}): {why}") });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err(SandboxError::Exec { id: rec.id.clone(), reason: "the shell did not start within 10 s".into() });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn helper(&self, rec: &MachineRecord, tty: bool, cmd: &[String]) -> Command {
         let mut c = Command::new(&self.cfg.helper_exe);
         c.arg("__enter").arg(&rec.session_dir);
@@ -196,6 +274,10 @@ fn teardown(state_dir: &Path, rec: &MachineRecord) -> Result<(), SandboxError> {
     let launcher = fs::read_to_string(rec.launcher_pid_path()).ok().and_then(|s| s.trim().parse::<i32>().ok());
     rec.cgroup.kill_all_sparing(launcher, Duration::from_secs(10)).map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e.to_string() })?;
     rec.cgroup.remove().map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e.to_string() })?;
+    // The host end of the veth goes with the machine's netns; make sure, as the kernel does it lazily.
+    if let Some(net) = &rec.net {
+        crate::network::remove_veth(&net.veth);
+    }
     // Every mount of a machine lives in its own mount namespaces and is gone with its last
     // process; if one shows up in ours something is wrong, so say so rather than delete under it.
     let prefix = rec.session_dir.to_string_lossy().to_string();
@@ -222,6 +304,88 @@ fn remove_tree(dir: &Path) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("removing {}: {e}", dir.display())),
+    }
+}
+
+/// Turns a connection to a shell's relay into a [`Terminal`]: bytes in and out, resizes, and the
+/// reason the shell ended. Dropping the terminal detaches from the shell; it keeps running.
+fn relay_terminal(stream: tokio::net::UnixStream, cols: u16, rows: u16) -> Terminal {
+    use crate::relay::{frame, parse_frames, DATA, EXIT, RESIZE};
+    use tokio::io::AsyncWriteExt;
+    let (mut sock_r, mut sock_w) = stream.into_split();
+    let (mut out_w, out_r) = tokio::io::duplex(64 * 1024);
+    let (in_w, mut in_r) = tokio::io::duplex(64 * 1024);
+    let (resize_tx, mut resize_rx) = tokio::sync::mpsc::channel::<(u16, u16)>(8);
+    let (exit_tx, exited) = tokio::sync::oneshot::channel();
+    let _ = resize_tx.try_send((cols, rows));
+
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut pending = Vec::new();
+        let reason = loop {
+            let n = match sock_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break "lost the connection to the shell".to_string(),
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buf[..n]);
+            let frames = match parse_frames(&mut pending) {
+                Ok(f) => f,
+                Err(e) => break format!("the shell's relay sent a bad frame: {e}"),
+            };
+            let mut ended = None;
+            for (kind, payload) in frames {
+                match kind {
+                    DATA => {
+                        if out_w.write_all(&payload).await.is_err() {
+                            ended = Some("the terminal was closed".to_string());
+                        }
+                    }
+                    EXIT => ended = Some(String::from_utf8_lossy(&payload).into_owned()),
+                    _ => {}
+                }
+            }
+            if let Some(r) = ended {
+                break r;
+            }
+        };
+        drop(out_w);
+        let _ = exit_tx.send(reason);
+    });
+
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                biased;
+                size = resize_rx.recv() => match size {
+                    Some((c, r)) => {
+                        let mut p = c.to_be_bytes().to_vec();
+                        p.extend_from_slice(&r.to_be_bytes());
+                        if sock_w.write_all(&frame(RESIZE, &p)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                r = in_r.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if sock_w.write_all(&frame(DATA, &buf[..n])).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+    });
+
+    Terminal {
+        output: Box::pin(out_r),
+        input: Box::pin(in_w),
+        resize: Box::new(move |c, r| {
+            resize_tx.try_send((c, r)).map_err(|e| std::io::Error::other(format!("resize not sent: {e}")))
+        }),
+        exited,
     }
 }
 
@@ -295,6 +459,7 @@ impl MachineBackend for SessionManager {
         let span = info_span!("machine", id = %id);
         async {
             let started = Instant::now();
+            self.ensure_network()?;
             let rec = match self.prepare(id) {
                 Ok(r) => r,
                 Err(e) => {
@@ -316,7 +481,14 @@ impl MachineBackend for SessionManager {
             let init_pid = fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
             let start_duration = started.elapsed();
             info!(ms = start_duration.as_millis() as u64, uid_base = rec.uid_base, "machine ready");
-            Ok(MachineInfo { id: id.to_string(), uid_base: rec.uid_base, init_pid, docker_socket: rec.docker_socket(), start_duration })
+            Ok(MachineInfo {
+                id: id.to_string(),
+                uid_base: rec.uid_base,
+                init_pid,
+                docker_socket: rec.docker_socket(),
+                address: rec.net.as_ref().map(|n| n.address),
+                start_duration,
+            })
         }
         .instrument(span)
         .await
@@ -376,35 +548,8 @@ impl MachineBackend for SessionManager {
         if !init_alive(&rec) {
             return Err(SandboxError::NotRunning { id: id.into() });
         }
-        let (master, slave) = pty::open(cols, rows).map_err(|source| SandboxError::Spawn { id: id.into(), what: "a terminal", source })?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|source| SandboxError::Spawn { id: id.into(), what: "a terminal", source });
-        let (s1, s2) = (dup(&slave)?, dup(&slave)?);
-        let mut cmd = self.helper(&rec, true, &["/bin/bash".into(), "--login".into()]);
-        cmd.stdin(Stdio::from(slave)).stdout(Stdio::from(s1)).stderr(Stdio::from(s2));
-        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { id: id.into(), what: "a login shell", source })?;
-        drop(cmd); // closes our copies of the slave, so the master sees EOF when the shell exits
-        let resize_fd = dup(&master)?;
-        let stream = pty::PtyStream::new(master).map_err(|source| SandboxError::Spawn { id: id.into(), what: "a terminal", source })?;
-        let (output, input) = tokio::io::split(stream);
-        let (tx, exited) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let reason = match child.wait().await {
-                Ok(st) if st.code() == Some(125) => "the session machine is not running".to_string(),
-                Ok(st) => match st.code() {
-                    Some(0) => "the shell exited".to_string(),
-                    Some(c) => format!("the shell exited with code {c}"),
-                    None => "the shell was killed".to_string(),
-                },
-                Err(e) => format!("lost the shell: {e}"),
-            };
-            let _ = tx.send(reason);
-        });
-        Ok(Terminal {
-            output: Box::pin(output),
-            input: Box::pin(input),
-            resize: Box::new(move |c, r| pty::resize(&resize_fd, c, r)),
-            exited,
-        })
+        let stream = self.connect_shell(&rec).await?;
+        Ok(relay_terminal(stream, cols, rows))
     }
 
     async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
@@ -431,13 +576,23 @@ impl MachineBackend for SessionManager {
         .await
     }
 
+    async fn address(&self, id: &str) -> Option<std::net::Ipv4Addr> {
+        SessionManager::address(self, id)
+    }
+
     async fn leftovers(&self) -> Vec<String> {
+        // Machines whose creating process still runs (another server's, or a test's) are not ours
+        // to touch.
+        let owned_elsewhere = |id: &str| {
+            MachineRecord::load(&self.session_dir(id)).ok().and_then(|r| r.owner).is_some_and(|o| o.is_alive())
+        };
         let mut ids: Vec<String> = fs::read_dir(self.cfg.sessions_dir())
             .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
             .unwrap_or_default();
+        ids.retain(|id| !owned_elsewhere(id));
         if let Ok(layout) = &self.layout {
             for id in crate::cgroup::machine_ids(Path::new("/sys/fs/cgroup"), layout, &self.self_cgroup) {
-                if !ids.contains(&id) {
+                if !ids.contains(&id) && !owned_elsewhere(&id) {
                     ids.push(id);
                 }
             }

@@ -25,9 +25,14 @@ nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, nix::pty::Winsize);
 
 /// Sets the terminal size seen by programs on the PTY.
 pub fn resize(master: &OwnedFd, cols: u16, rows: u16) -> io::Result<()> {
+    resize_fd(master.as_raw_fd(), cols, rows)
+}
+
+/// Same as [`resize`], for a raw PTY master descriptor the caller keeps open.
+pub fn resize_fd(master: std::os::fd::RawFd, cols: u16, rows: u16) -> io::Result<()> {
     let ws = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCSWINSZ reads a Winsize from the pointer we pass; the fd is a PTY master.
-    unsafe { set_winsize(master.as_raw_fd(), &ws) }.map(|_| ()).map_err(io::Error::from)
+    // SAFETY: TIOCSWINSZ reads a Winsize from the pointer we pass; the caller keeps `master` open.
+    unsafe { set_winsize(master, &ws) }.map(|_| ()).map_err(io::Error::from)
 }
 
 /// The PTY master, readable and writable without blocking the runtime.

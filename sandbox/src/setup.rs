@@ -10,7 +10,8 @@ use std::process::{Command, ExitCode, Stdio};
 use crate::images;
 
 /// Debian packages the host needs.
-pub const HOST_PACKAGES: &[&str] = &["mmdebstrap", "busybox-static", "uidmap", "iproute2"];
+/// (`gcc` and `libc6-dev` compile the hello-world image; `skopeo` is what the image tests pull with.)
+pub const HOST_PACKAGES: &[&str] = &["mmdebstrap", "busybox-static", "uidmap", "iproute2", "gcc", "libc6-dev", "skopeo"];
 
 /// Debian packages inside the node image.
 pub const NODE_PACKAGES: &[&str] = &[
@@ -19,7 +20,7 @@ pub const NODE_PACKAGES: &[&str] = &[
 ];
 
 /// Bumped whenever the node image's recipe (packages or files added) changes.
-const NODE_RECIPE_VERSION: u32 = 1;
+const NODE_RECIPE_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -165,26 +166,19 @@ pub fn build_node_image(state_dir: &Path, progress: &mut dyn FnMut(&str)) -> Res
     fs::create_dir_all(tmp.join("etc/docklab")).map_err(io_err("creating", &tmp))?;
     fs::write(tmp.join("etc/docklab/recipe"), format!("{recipe}\n")).map_err(io_err("writing", &marker))?;
     // Swap in the new image. Machines still running keep the old one open through their mounts.
+    // Running machines keep using the old image as their lower layer, so it is retired, not
+    // deleted; retired images are removed once no machine is left.
     if node.exists() {
-        let old = images.join(format!("node.old.{}", std::process::id()));
-        fs::rename(&node, &old).map_err(io_err("moving aside", &node))?;
-        let _ = fs::remove_dir_all(&old);
+        let retired = images.join("retired");
+        fs::create_dir_all(&retired).map_err(io_err("creating", &retired))?;
+        let old = retired.join(format!("node.{}", time::OffsetDateTime::now_utc().unix_timestamp()));
+        fs::rename(&node, &old).map_err(io_err("retiring", &node))?;
     }
     fs::rename(&tmp, &node).map_err(io_err("installing", &node))?;
     progress(&format!("[ok] node image built in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(())
 }
 
-const GREETING: &str = r#"
-  Welcome to your docklab session machine.
-
-  This is a Linux machine of your own, with its own Docker engine. You are root here, and
-  nothing you do in it can reach anyone else's machine. Break it if you like: "Reset" gives you
-  a fresh one.
-
-  Try:  docker run --rm busybox echo hello
-        docker ps -a
-"#;
 
 fn customize_node(root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
     let w = |rel: &str, content: &str| -> Result<(), SetupError> {
@@ -195,9 +189,9 @@ fn customize_node(root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), Set
         fs::write(&p, content).map_err(io_err("writing", &p))
     };
     w("etc/hostname", "lab\n")?;
-    w("etc/hosts", "127.0.0.1\tlocalhost lab\n::1\tlocalhost ip6-localhost ip6-loopback\n")?;
+    // gcr.io is docklab's registry on the session bridge, so `gcr.io/distroless/...` pulls come to it.
+    w("etc/hosts", "127.0.0.1\tlocalhost lab\n::1\tlocalhost ip6-localhost ip6-loopback\n10.200.0.1\tgcr.io\n")?;
     w("etc/resolv.conf", "nameserver 127.0.0.1\n")?;
-    w("etc/docklab/greeting", GREETING)?;
     w(
         "etc/profile.d/docklab.sh",
         "# docklab: greeting and prompt for the learner's login shell\n\
@@ -206,7 +200,8 @@ fn customize_node(root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), Set
     )?;
     w(
         "etc/docker/daemon.json",
-        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": { \"max-size\": \"10m\", \"max-file\": \"2\" }\n}\n",
+        // docklab's read-only registry is the Docker Hub mirror and, by name, gcr.io (plain HTTP).
+        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": { \"max-size\": \"10m\", \"max-file\": \"2\" },\n  \"registry-mirrors\": [\"http://10.200.0.1\"],\n  \"insecure-registries\": [\"10.200.0.1\", \"gcr.io\"]\n}\n",
     )?;
     // Bash completion for docker comes with docker.io; make sure root's shell loads it.
     w("root/.bashrc", "[ -f /etc/bash_completion ] && . /etc/bash_completion\nalias ll='ls -l'\n")?;
@@ -217,13 +212,29 @@ fn customize_node(root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), Set
     Ok(())
 }
 
+/// Deletes node images replaced by a newer recipe, once no session machine is left that uses them.
+fn remove_retired_images(state_dir: &Path, progress: &mut dyn FnMut(&str)) {
+    let sessions = state_dir.join("sessions");
+    let busy = fs::read_dir(&sessions).map(|mut rd| rd.next().is_some()).unwrap_or(false);
+    let retired = state_dir.join("images/retired");
+    if busy || !retired.exists() {
+        return;
+    }
+    match fs::remove_dir_all(&retired) {
+        Ok(()) => progress("[ok] removed node images of older recipes"),
+        Err(e) => progress(&format!("[!!] could not remove {}: {e}", retired.display())),
+    }
+}
+
 /// Runs every set-up step; `progress` receives one human line per step.
 pub fn run(state_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
     check_host()?;
     progress("[ok] running as root, user namespaces and cgroups available");
     install_packages(HOST_PACKAGES, progress)?;
     fs::create_dir_all(state_dir).map_err(io_err("creating", state_dir))?;
+    remove_retired_images(state_dir, progress);
     build_node_image(state_dir, progress)?;
+    images::build(state_dir, &[], &images::BuildOptions::default(), progress)?;
     progress("[ok] setup complete");
     Ok(())
 }

@@ -32,6 +32,50 @@ pub struct MachineRecord {
     pub limits: Limits,
     /// Unix seconds at creation.
     pub created_unix: i64,
+    /// The machine's place on the host bridge.
+    #[serde(default)]
+    pub net: Option<MachineNet>,
+    /// The process that created the machine. While it lives, the machine is its; once it is
+    /// gone, the next server adopts or reaps the machine.
+    #[serde(default)]
+    pub owner: Option<Owner>,
+}
+
+/// A process, identified by pid and start time so that a reused pid is not mistaken for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+impl Owner {
+    /// The calling process.
+    pub fn current() -> Option<Owner> {
+        let pid = std::process::id() as i32;
+        Some(Owner { pid, start_ticks: start_ticks(pid)? })
+    }
+
+    pub fn is_alive(&self) -> bool {
+        start_ticks(self.pid) == Some(self.start_ticks)
+    }
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it start past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A machine's network attachment: `eth0` inside, `veth` on the host's `bridge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineNet {
+    pub bridge: String,
+    pub veth: String,
+    pub address: std::net::Ipv4Addr,
+    pub gateway: std::net::Ipv4Addr,
+    pub prefix_len: u8,
 }
 
 impl MachineRecord {
@@ -189,7 +233,13 @@ pub fn build_spec(rec: &MachineRecord) -> Result<Spec, SandboxError> {
         .cwd("/")
         .build()
         .map_err(spec_err(p))?;
+    let mut annotations = std::collections::HashMap::new();
+    if let Some(net) = &rec.net {
+        annotations.insert("dev.docklab.address".to_string(), format!("{}/{}", net.address, net.prefix_len));
+        annotations.insert("dev.docklab.gateway".to_string(), net.gateway.to_string());
+    }
     SpecBuilder::default()
+        .annotations(annotations)
         .version("1.0.2")
         .hostname("lab")
         .root(RootBuilder::default().path(rec.rootfs()).readonly(false).build().map_err(spec_err(p))?)
@@ -217,6 +267,8 @@ mod tests {
             },
             limits: Limits { memory_bytes: 1 << 30, pids_max: 2048, cpu_shares: 1024 },
             created_unix: 0,
+            net: None,
+            owner: Owner::current(),
         }
     }
 
@@ -242,6 +294,14 @@ mod tests {
         let pos = |d: &str| mounts.iter().position(|m| m.destination() == Path::new(d)).unwrap();
         assert!(pos("/dev") < pos("/dev/null") && pos("/dev") < pos("/dev/pts"));
         assert!(pos("/sys/fs/cgroup") < pos("/sys/fs/cgroup/memory"));
+    }
+
+    #[test]
+    fn owner_is_alive_only_while_its_process_runs() {
+        let me = Owner::current().unwrap();
+        assert!(me.is_alive());
+        assert!(!Owner { start_ticks: me.start_ticks + 1, ..me.clone() }.is_alive(), "a reused pid is not the owner");
+        assert!(!Owner { pid: i32::MAX, start_ticks: 1 }.is_alive());
     }
 
     #[test]

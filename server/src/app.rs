@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::config::ServerConfig;
+use crate::grading::live::Grading;
+use crate::store::{ProgressStore, SqliteStore};
 use crate::metrics::Metrics;
 use crate::registry::SessionRegistry;
-use crate::{lifecycle, metrics, pages, sessions, terminal};
+use crate::{grading, lifecycle, metrics, pages, ports, sessions, store, terminal};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -23,6 +25,10 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServerConfig>,
+    /// Live grading of every ready session.
+    pub grading: Arc<Grading>,
+    /// Learners' progress.
+    pub store: Arc<dyn ProgressStore>,
 }
 
 impl AppState {
@@ -34,7 +40,16 @@ impl AppState {
             catalog,
             metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
+            grading: Arc::new(Grading::default()),
+            // Until `with_store` gives it the real database: progress lasts as long as the process.
+            store: Arc::new(SqliteStore::in_memory()),
         }
+    }
+
+    /// Keeps progress in `store` (the server's SQLite file) instead of memory.
+    pub fn with_store(mut self, store: Arc<dyn ProgressStore>) -> Self {
+        self.store = store;
+        self
     }
 }
 
@@ -44,8 +59,12 @@ pub fn app(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(terminal::router())
         .merge(metrics::router())
+        .merge(grading::routes::router())
+        .merge(store::learner::router())
+        .merge(ports::router())
         .with_state(state.clone())
         .merge(pages::router(state.catalog.clone()))
+        .layer(axum::middleware::from_fn_with_state(state.store.clone(), store::learner::learner_cookie))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

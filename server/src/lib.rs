@@ -8,11 +8,14 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod grading;
 pub mod lifecycle;
 pub mod metrics;
 pub mod pages;
+pub mod ports;
 pub mod registry;
 pub mod sessions;
+pub mod store;
 pub mod terminal;
 pub mod token;
 

@@ -110,6 +110,7 @@ impl MachineBackend for FakeBackend {
             uid_base: 200_000,
             init_pid: 4242,
             docker_socket: format!("/tmp/{id}/docker.sock").into(),
+            address: None,
             start_duration: Duration::from_millis(400),
         })
     }

@@ -126,3 +126,38 @@ async fn terminal_runs_a_login_shell_with_the_greeting() {
     m.destroy(&id).await.unwrap();
     assert!(traces(&id, info.uid_base).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_outlives_its_viewer_and_replays_recent_output() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = manager(HELPER);
+    let id = unique_id("relay");
+    let info = m.create(&id).await.expect("create machine");
+    let _cleanup = Cleanup { manager: m.clone(), id: id.clone() };
+
+    async fn read_until(t: &mut sandbox::Terminal, needle: &str) -> String {
+        let mut seen = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !seen.contains(needle) {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, t.output.read(&mut buf)).await.expect("output in time").unwrap();
+            assert!(n > 0, "terminal closed early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen
+    }
+
+    let mut t = m.open_terminal(&id, 80, 24).await.unwrap();
+    t.input.write_all(b"export KEPT=still-here; echo marker-$((40+2))\r").await.unwrap();
+    read_until(&mut t, "marker-42").await;
+    drop(t); // the browser went away (or the server restarted)
+
+    let mut t = m.open_terminal(&id, 80, 24).await.unwrap();
+    // What the shell printed before is replayed, and the shell is the same one.
+    let replay = read_until(&mut t, "marker-42").await;
+    assert!(replay.contains("marker-42"));
+    t.input.write_all(b"echo value=$KEPT\r").await.unwrap();
+    read_until(&mut t, "value=still-here").await;
+    m.destroy(&id).await.unwrap();
+    assert!(traces(&id, info.uid_base).is_empty());
+}

@@ -1,0 +1,228 @@
+//! The machines' network: one host bridge, a veth pair per machine, and an nftables table owned
+//! by docklab that keeps every machine to itself.
+//!
+//! From a machine, only docklab's own session-facing services on the host's bridge address are
+//! reachable (the image registry and the package proxy). Not other machines (their bridge ports
+//! are isolated from each other), not the server's own port or any other host service, not
+//! 169.254.169.254, and not the internet unless the operator turns egress on. Inside a machine,
+//! Docker networking is the machine's own business: its bridges and rules live in its netns.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of docklab's nftables table (family `inet`); nothing else of the host's rules is touched.
+pub const NFT_TABLE: &str = "docklab";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("machine slot {slot} has no address left in {subnet}")]
+    NoAddress { slot: u32, subnet: String },
+}
+
+/// How machines are networked on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    pub bridge: String,
+    /// The host's address on the bridge; machines' gateway and where the registry listens.
+    pub host_ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// TCP ports on `host_ip` that machines may reach (registry, package proxy).
+    pub allowed_ports: Vec<u16>,
+    /// Whether machines may reach the internet (NAT through the host).
+    pub egress: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig { bridge: "dlbr0".into(), host_ip: Ipv4Addr::new(10, 200, 0, 1), prefix_len: 16, allowed_ports: vec![80, 3142], egress: false }
+    }
+}
+
+impl NetworkConfig {
+    pub fn subnet(&self) -> String {
+        let mask = if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - self.prefix_len as u32) };
+        format!("{}/{}", Ipv4Addr::from(u32::from(self.host_ip) & mask), self.prefix_len)
+    }
+
+    /// The address of the machine in uid slot `slot`: the host is .1, machines count from .2.
+    pub fn machine_address(&self, slot: u32) -> Result<Ipv4Addr, NetworkError> {
+        let host = u32::from(self.host_ip);
+        let size = 1u64 << (32 - self.prefix_len as u32);
+        let offset = slot as u64 + 1;
+        // The host is the subnet's first address; keep clear of the broadcast address at the top.
+        if offset + 1 > size - 2 {
+            return Err(NetworkError::NoAddress { slot, subnet: self.subnet() });
+        }
+        Ok(Ipv4Addr::from(host + offset as u32))
+    }
+
+    /// Host-side name of the machine's veth (at most 15 characters, as the kernel requires).
+    pub fn host_veth(&self, slot: u32) -> String {
+        format!("dlv{slot}")
+    }
+
+    /// The nftables ruleset for docklab's table.
+    pub fn ruleset(&self) -> String {
+        let br = &self.bridge;
+        let ports = self.allowed_ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+        let allow_ports = if self.allowed_ports.is_empty() {
+            String::new()
+        } else {
+            format!("        iifname \"{br}\" ip daddr {} tcp dport {{ {ports} }} accept\n", self.host_ip)
+        };
+        let egress = if self.egress {
+            format!(
+                "        iifname \"{br}\" oifname != \"{br}\" ip daddr 169.254.0.0/16 drop\n        iifname \"{br}\" oifname != \"{br}\" accept\n"
+            )
+        } else {
+            String::new()
+        };
+        let nat = if self.egress {
+            format!(
+                "    chain postrouting {{\n        type nat hook postrouting priority srcnat; policy accept;\n        ip saddr {} oifname != \"{br}\" masquerade\n    }}\n",
+                self.subnet()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "table inet {NFT_TABLE} {{\n\
+             \x20   chain input {{\n\
+             \x20       type filter hook input priority filter - 5; policy accept;\n\
+             \x20       iifname \"{br}\" ct state established,related accept\n\
+             {allow_ports}\
+             \x20       iifname \"{br}\" ip daddr {host} icmp type echo-request accept\n\
+             \x20       iifname \"{br}\" reject with icmpx admin-prohibited\n\
+             \x20   }}\n\
+             \x20   chain forward {{\n\
+             \x20       type filter hook forward priority filter - 5; policy accept;\n\
+             \x20       iifname \"{br}\" oifname \"{br}\" reject with icmpx admin-prohibited\n\
+             \x20       oifname \"{br}\" ct state established,related accept\n\
+             {egress}\
+             \x20       iifname \"{br}\" reject with icmpx admin-prohibited\n\
+             \x20       oifname \"{br}\" drop\n\
+             \x20   }}\n\
+             {nat}\
+             }}\n",
+            host = self.host_ip,
+        )
+    }
+}
+
+fn run(args: &[&str], input: Option<&str>) -> Result<String, NetworkError> {
+    use std::io::Write;
+    let command = args.join(" ");
+    let mut cmd = Command::new(args[0]);
+    cmd.args(&args[1..]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    if input.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| NetworkError::Command { command: command.clone(), detail: e.to_string() })?;
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(data.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| NetworkError::Command { command: command.clone(), detail: e.to_string() })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NetworkError::Command { command, detail: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+    }
+}
+
+/// Creates the bridge and docklab's nftables table, or brings them back to the configured shape.
+/// Idempotent; touches no rule outside docklab's own table.
+pub fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), NetworkError> {
+    let br = cfg.bridge.as_str();
+    if run(&["ip", "link", "show", "dev", br], None).is_err() {
+        run(&["ip", "link", "add", "name", br, "type", "bridge"], None)?;
+    }
+    let addr = format!("{}/{}", cfg.host_ip, cfg.prefix_len);
+    let shown = run(&["ip", "-4", "addr", "show", "dev", br], None)?;
+    if !shown.contains(&format!("inet {addr} ")) {
+        run(&["ip", "addr", "add", &addr, "dev", br], None)?;
+    }
+    run(&["ip", "link", "set", "dev", br, "up"], None)?;
+    // Replace the whole table atomically: declare it (so delete cannot fail), delete, recreate.
+    let script = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}", cfg.ruleset());
+    run(&["nft", "-f", "-"], Some(&script))?;
+    if cfg.egress {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| NetworkError::Command { command: "enable ip_forward".into(), detail: e.to_string() })?;
+    }
+    Ok(())
+}
+
+/// Removes docklab's table and bridge (after the last machine is gone).
+pub fn remove_host_network(cfg: &NetworkConfig) -> Result<(), NetworkError> {
+    let _ = run(&["nft", "delete", "table", "inet", NFT_TABLE], None);
+    if run(&["ip", "link", "show", "dev", &cfg.bridge], None).is_ok() {
+        run(&["ip", "link", "delete", "dev", &cfg.bridge], None)?;
+    }
+    Ok(())
+}
+
+/// Gives the machine whose init is `pid` its end of a veth pair (`eth0` inside) and plugs the
+/// host end into the bridge as an isolated port (isolated ports cannot talk to each other).
+pub fn attach_machine(bridge: &str, veth: &str, pid: i32) -> Result<(), NetworkError> {
+    // A stale host end from a machine that died in this slot would block the name.
+    if run(&["ip", "link", "show", "dev", veth], None).is_ok() {
+        let _ = run(&["ip", "link", "delete", "dev", veth], None);
+    }
+    run(&["ip", "link", "add", "name", veth, "type", "veth", "peer", "name", "eth0", "netns", &pid.to_string()], None)?;
+    run(&["ip", "link", "set", "dev", veth, "master", bridge], None)?;
+    run(&["bridge", "link", "set", "dev", veth, "isolated", "on"], None)?;
+    run(&["ip", "link", "set", "dev", veth, "up"], None)?;
+    Ok(())
+}
+
+/// Deletes a machine's host-side veth if it is still there.
+pub fn remove_veth(veth: &str) {
+    if run(&["ip", "link", "show", "dev", veth], None).is_ok() {
+        let _ = run(&["ip", "link", "delete", "dev", veth], None);
+    }
+}
+
+/// Host-side veths of docklab machines (for the start-up sweep).
+pub fn host_veths() -> Vec<String> {
+    run(&["ip", "-o", "link", "show"], None)
+        .map(|out| {
+            out.lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                .filter(|n| n.starts_with("dlv") && n[3..].chars().all(|c| c.is_ascii_digit()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_count_from_two_and_stay_in_the_subnet() {
+        let c = NetworkConfig::default();
+        assert_eq!(c.machine_address(0).unwrap(), Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(c.machine_address(300).unwrap(), Ipv4Addr::new(10, 200, 1, 46));
+        assert!(c.machine_address(65_533).is_err());
+        assert_eq!(c.subnet(), "10.200.0.0/16");
+        assert!(c.host_veth(4095).len() <= 15);
+    }
+
+    #[test]
+    fn ruleset_allows_only_the_listed_host_ports_and_no_egress_by_default() {
+        let c = NetworkConfig::default();
+        let r = c.ruleset();
+        assert!(r.contains("ip daddr 10.200.0.1 tcp dport { 80, 3142 } accept"));
+        assert!(r.contains("iifname \"dlbr0\" oifname \"dlbr0\" reject"));
+        assert!(!r.contains("masquerade"));
+        // The catch-all drop comes after the allow rule.
+        assert!(r.find("dport").unwrap() < r.find("iifname \"dlbr0\" reject").unwrap());
+        let e = NetworkConfig { egress: true, ..c }.ruleset();
+        assert!(e.contains("masquerade") && e.contains("169.254.0.0/16 drop"));
+    }
+}
