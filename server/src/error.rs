@@ -28,6 +28,12 @@ pub enum AppError {
     OutOfCapacity { max: usize },
     #[error("the session machine could not start: {reason}")]
     StartFailed { reason: String },
+    #[error("this exercise has no task {task:?}")]
+    UnknownTask { task: String },
+    #[error("every hint of task {task} is already shown")]
+    NoMoreHints { task: String },
+    #[error("exercise {exercise} has no reference solution")]
+    NoSolution { exercise: String },
     /// Something broke on our side; `detail` is logged, never sent.
     #[error("something went wrong on the server")]
     Internal { detail: String },
@@ -49,7 +55,11 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::MissingToken | AppError::BadToken => StatusCode::UNAUTHORIZED,
             AppError::ForeignOrigin { .. } => StatusCode::FORBIDDEN,
-            AppError::UnknownExercise { .. } | AppError::UnknownSession { .. } => StatusCode::NOT_FOUND,
+            AppError::UnknownExercise { .. }
+            | AppError::UnknownSession { .. }
+            | AppError::UnknownTask { .. }
+            | AppError::NoSolution { .. } => StatusCode::NOT_FOUND,
+            AppError::NoMoreHints { .. } => StatusCode::CONFLICT,
             AppError::SessionNotReady { .. } => StatusCode::CONFLICT,
             AppError::OutOfCapacity { .. } | AppError::StartFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,6 +78,9 @@ impl AppError {
             AppError::SessionNotReady { .. } => "session_not_ready",
             AppError::OutOfCapacity { .. } => "out_of_capacity",
             AppError::StartFailed { .. } => "start_failed",
+            AppError::UnknownTask { .. } => "unknown_task",
+            AppError::NoMoreHints { .. } => "no_more_hints",
+            AppError::NoSolution { .. } => "no_solution",
             AppError::Internal { .. } => "internal",
         }
     }

@@ -55,7 +55,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => lessons::Catalog::embedded(),
     }
     .context("loading the lessons")?;
-    let state = AppState::new(Arc::new(backend), Arc::new(catalog), args.server_config());
+    let db = args.state_dir.join("docklab.db");
+    let store = docklab_server::store::SqliteStore::open(&db).context("opening the progress database")?;
+    let state = AppState::new(Arc::new(backend), Arc::new(catalog), args.server_config()).with_store(Arc::new(store));
 
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
+use axum::Extension;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
@@ -16,7 +17,8 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::extract::Json;
-use crate::lifecycle;
+use crate::store::CurrentLearner;
+use crate::{grading, lifecycle};
 use crate::registry::{RegistryError, Session, SessionPhase};
 use crate::token;
 
@@ -51,6 +53,17 @@ pub struct CreatedSession {
     pub expires_at: String,
 }
 
+impl CreatedSession {
+    pub fn of(session: &Session) -> Self {
+        CreatedSession {
+            id: session.id.clone(),
+            token: session.token.clone(),
+            terminal: terminal_path(&session.id),
+            expires_at: rfc3339(session.expires_at),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SessionView {
     pub id: String,
@@ -72,6 +85,7 @@ pub struct ExecBody {
 
 async fn create_session(
     State(state): State<AppState>,
+    learner: Option<Extension<CurrentLearner>>,
     Json(body): Json<CreateSession>,
 ) -> Result<(StatusCode, Json<CreatedSession>), AppError> {
     let exercise = body.exercise;
@@ -86,27 +100,31 @@ async fn create_session(
     let session = state.sessions.insert_new(&exercise).map_err(|err| match err {
         RegistryError::Full { max } => AppError::OutOfCapacity { max },
     })?;
+    if let Some(Extension(learner)) = &learner {
+        state.grading.set_learner(&session.id, &learner.id);
+    }
     let span = tracing::info_span!("session", id = %session.id);
     span.in_scope(|| tracing::info!(%exercise, "creating session"));
     // A task of its own, so a client that hangs up mid-creation cannot leave a half-made machine.
     tokio::spawn(start_machine(state.clone(), session.clone()).instrument(span))
         .await
         .map_err(AppError::internal)??;
-    let created = CreatedSession {
-        id: session.id.clone(),
-        token: session.token.clone(),
-        terminal: terminal_path(&session.id),
-        expires_at: rfc3339(session.expires_at),
-    };
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok((StatusCode::CREATED, Json(CreatedSession::of(&session))))
 }
 
-/// Creates the machine for a registered session; on failure the session is unregistered.
-async fn start_machine(state: AppState, session: Arc<Session>) -> Result<(), AppError> {
+/// Creates the machine for a registered session, prepares it for its exercise and starts
+/// grading; on failure the session is unregistered.
+pub(crate) async fn start_machine(state: AppState, session: Arc<Session>) -> Result<(), AppError> {
     let started = Instant::now();
     match state.backend.create(&session.id).await {
         Ok(info) => {
             state.metrics.session_start.observe(started.elapsed());
+            if let Err(reason) = grading::live::machine_ready(&state, &session, &info).await {
+                state.sessions.remove(&session.id);
+                state.grading.forget(&session.id);
+                lifecycle::destroy_session(&state, &session, "the exercise could not be set up").await;
+                return Err(AppError::StartFailed { reason });
+            }
             session.set_phase(SessionPhase::Ready);
             tracing::info!(uid_base = info.uid_base, init_pid = info.init_pid, elapsed = ?started.elapsed(), "session machine ready");
             if state.sessions.get(&session.id).is_none() {

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::protocol::ServerControl;
 use super::ring::RingBuffer;
 use crate::config::TerminalConfig;
 
@@ -33,6 +34,8 @@ pub enum HubEvent {
     Output(Bytes),
     /// The shell is gone; a human sentence says why.
     Ended(String),
+    /// The machine is being replaced (a reset): viewers should reconnect, not give up.
+    Restarting(String),
 }
 
 /// Whether a viewer may type.
@@ -55,6 +58,10 @@ pub struct TerminalHub {
     session_id: String,
     config: TerminalConfig,
     shell: tokio::sync::Mutex<Option<Arc<Shell>>>,
+    /// Session-level control messages (task grades), independent of any shell.
+    controls: broadcast::Sender<ServerControl>,
+    /// The latest `checks` message, sent to each viewer as it attaches.
+    latest_checks: Mutex<Option<ServerControl>>,
 }
 
 /// One viewer's attachment to the shell.
@@ -67,6 +74,10 @@ pub struct Viewer {
     /// Set when the shell had already ended by the time the viewer attached.
     pub ended: Option<String>,
     pub mode: ViewerMode,
+    /// Control messages for every viewer of the session (`checks`).
+    pub controls: broadcast::Receiver<ServerControl>,
+    /// The latest `checks` message at attach time, if any.
+    pub checks: Option<ServerControl>,
     shell: Arc<Shell>,
 }
 
@@ -87,7 +98,32 @@ impl Viewer {
 
 impl TerminalHub {
     pub fn new(session_id: &str, config: TerminalConfig) -> Self {
-        TerminalHub { session_id: session_id.to_owned(), config, shell: tokio::sync::Mutex::new(None) }
+        let (controls, _) = broadcast::channel(16);
+        TerminalHub {
+            session_id: session_id.to_owned(),
+            config,
+            shell: tokio::sync::Mutex::new(None),
+            controls,
+            latest_checks: Mutex::new(None),
+        }
+    }
+
+    /// Sends a control message to every viewer; a `checks` message is also kept for viewers
+    /// that attach later.
+    pub fn publish_control(&self, control: ServerControl) {
+        if matches!(control, ServerControl::Checks { .. }) {
+            *lock(&self.latest_checks) = Some(control.clone());
+        }
+        // An error only means no viewer is attached right now.
+        let _ = self.controls.send(control);
+    }
+
+    /// Ends the shell for a machine being replaced: viewers are told to reconnect.
+    pub async fn restart(&self, reason: &str) {
+        *lock(&self.latest_checks) = None;
+        if let Some(shell) = self.shell.lock().await.take() {
+            shell.end_with(reason.to_owned(), true);
+        }
     }
 
     /// Whether a shell is running now (a new viewer will not start one).
@@ -105,7 +141,8 @@ impl TerminalHub {
         if let Some(shell) = current.as_ref() {
             let (replay, events, ended) = shell.subscribe();
             if ended.is_none() {
-                return Ok(Viewer { replay, events, ended, mode, shell: shell.clone() });
+                let (controls, checks) = (self.controls.subscribe(), lock(&self.latest_checks).clone());
+                return Ok(Viewer { replay, events, ended, mode, controls, checks, shell: shell.clone() });
             }
         }
         let terminal = open().await.map_err(|source| HubError::Open { id: self.session_id.clone(), source })?;
@@ -113,7 +150,8 @@ impl TerminalHub {
         let shell = Shell::start(terminal, &self.config);
         *current = Some(shell.clone());
         let (replay, events, ended) = shell.subscribe();
-        Ok(Viewer { replay, events, ended, mode, shell })
+        let (controls, checks) = (self.controls.subscribe(), lock(&self.latest_checks).clone());
+        Ok(Viewer { replay, events, ended, mode, controls, checks, shell })
     }
 
     /// Hangs up the shell, if any, telling every viewer `reason`.
@@ -187,13 +225,19 @@ impl Shell {
 
     /// Marks the shell ended, tells the viewers, and stops both pumps (which hangs up the PTY).
     fn end(&self, reason: String) {
+        self.end_with(reason, false)
+    }
+
+    /// Like `end`; with `restarting`, viewers are told to come back rather than give up.
+    fn end_with(&self, reason: String, restarting: bool) {
         {
             let mut log = lock(&self.log);
             if log.ended.is_some() {
                 return;
             }
             log.ended = Some(reason.clone());
-            let _ = self.events.send(HubEvent::Ended(reason.clone()));
+            let event = if restarting { HubEvent::Restarting(reason.clone()) } else { HubEvent::Ended(reason.clone()) };
+            let _ = self.events.send(event);
         }
         tracing::info!(%reason, "shell ended");
         for task in lock(&self.tasks).drain(..) {

@@ -24,6 +24,8 @@ pub enum ServerControl {
         reason: Option<String>,
     },
     Error { message: String },
+    /// Every task's grade, sent whenever one changes (and to a viewer as it attaches).
+    Checks { tasks: Vec<crate::grading::TaskReport> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

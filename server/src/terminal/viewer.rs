@@ -16,6 +16,8 @@ use crate::config::TerminalConfig;
 
 /// WebSocket close code for a normal end (the shell ended).
 const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code for "service restart": the machine is being reset; reconnect.
+const CLOSE_RESTART: u16 = 1012;
 
 /// Why the loop stopped, for the logs.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,6 +25,7 @@ pub enum ViewerExit {
     ClientLeft,
     ClientSilent,
     ShellEnded(String),
+    Restarting(String),
 }
 
 /// Sends a viewer the replay and live output, and forwards its keystrokes and resizes.
@@ -37,6 +40,11 @@ where
     {
         return ViewerExit::ClientLeft;
     }
+    if let Some(checks) = viewer.checks.take() {
+        if send_control(&mut sink, &checks).await.is_err() {
+            return ViewerExit::ClientLeft;
+        }
+    }
     if let Some(reason) = viewer.ended.take() {
         return end(&mut sink, reason).await;
     }
@@ -46,6 +54,7 @@ where
     let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     let silence_limit = config.ping_interval * 3;
     let mut last_heard = Instant::now();
+    let mut controls_open = true;
 
     loop {
         tokio::select! {
@@ -56,6 +65,13 @@ where
                     }
                 }
                 Ok(HubEvent::Ended(reason)) => return end(&mut sink, reason).await,
+                Ok(HubEvent::Restarting(reason)) => {
+                    let status = ServerControl::status(TerminalStatus::Reconnecting, Some(reason.clone()));
+                    let _ = send_control(&mut sink, &status).await;
+                    let close = CloseFrame { code: CLOSE_RESTART, reason: "the machine is being reset".into() };
+                    let _ = sink.send(Message::Close(Some(close))).await;
+                    return ViewerExit::Restarting(reason);
+                }
                 Err(RecvError::Lagged(skipped)) => tracing::debug!(skipped, "viewer fell behind; output skipped"),
                 Err(RecvError::Closed) => return end(&mut sink, "the terminal closed".to_owned()).await,
             },
@@ -84,6 +100,15 @@ where
                     Message::Close(_) => return ViewerExit::ClientLeft,
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
+            },
+            control = viewer.controls.recv(), if controls_open => match control {
+                Ok(control) => {
+                    if send_control(&mut sink, &control).await.is_err() {
+                        return ViewerExit::ClientLeft;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => controls_open = false,
             },
             _ = ping.tick() => {
                 if last_heard.elapsed() > silence_limit {

@@ -1,0 +1,211 @@
+//! Live grading: one watcher per ready session follows its engine's events (and a short tick for
+//! files and scripts), re-grades, and pushes `checks` messages to the terminal's viewers whenever
+//! a task's status or detail changes. Newly done tasks are recorded in the learner's progress.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::EventsOptions;
+use futures::{FutureExt, StreamExt};
+use lessons::Exercise;
+use sandbox::MachineInfo;
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use super::{evaluate, lock, BackendShell, Grader, Scope, TaskReport, TaskStatus};
+use crate::app::AppState;
+use crate::registry::Session;
+use crate::terminal::protocol::ServerControl;
+
+/// How often file-based checks are re-evaluated.
+pub const TICK: Duration = Duration::from_secs(2);
+/// Wait before following the events again after the stream broke (dockerd restarting).
+const EVENTS_RETRY: Duration = Duration::from_secs(1);
+
+/// Engine actions that change nothing a check looks at; probes cause some of them (`docker exec`
+/// for pings, archive reads, image exports), so reacting to them would grade in a loop.
+const QUIET_ACTIONS: &[&str] = &[
+    "exec_create", "exec_start", "exec_die", "exec_detach", "top", "resize", "attach", "detach",
+    "archive-path", "extract-to-dir", "copy", "export", "save", "health_status",
+];
+
+/// Per-session grading state, for every session of this server.
+#[derive(Default)]
+pub struct Grading {
+    sessions: Mutex<HashMap<String, Arc<LiveSession>>>,
+    /// Learner and hints per session; set at creation, before the machine is ready.
+    extras: Mutex<HashMap<String, SessionExtras>>,
+}
+
+#[derive(Default, Clone)]
+struct SessionExtras {
+    learner: Option<String>,
+    hints: HashMap<String, usize>,
+}
+
+/// A ready session's grader and its latest grades.
+pub struct LiveSession {
+    pub grader: Arc<Grader>,
+    pub exercise: Exercise,
+    latest: Mutex<Vec<TaskReport>>,
+    /// One grading pass at a time, so grades are published in order.
+    refresh: tokio::sync::Mutex<()>,
+    watcher: Mutex<Option<AbortHandle>>,
+}
+
+impl Grading {
+    pub fn get(&self, session: &str) -> Option<Arc<LiveSession>> {
+        lock(&self.sessions).get(session).cloned()
+    }
+
+    /// Remembers which learner a session belongs to (for progress).
+    pub fn set_learner(&self, session: &str, learner: &str) {
+        lock(&self.extras).entry(session.to_owned()).or_default().learner = Some(learner.to_owned());
+    }
+
+    pub fn learner(&self, session: &str) -> Option<String> {
+        lock(&self.extras).get(session).and_then(|e| e.learner.clone())
+    }
+
+    /// Counts one more hint revealed for `task`; returns its index, or `None` when all are out.
+    pub fn next_hint(&self, session: &str, task: &str, available: usize) -> Option<usize> {
+        let mut extras = lock(&self.extras);
+        let shown = extras.entry(session.to_owned()).or_default().hints.entry(task.to_owned()).or_default();
+        if *shown >= available {
+            return None;
+        }
+        *shown += 1;
+        Some(*shown - 1)
+    }
+
+    /// Stops grading a session's machine (it is being reset or destroyed).
+    pub fn stop(&self, session: &str) {
+        if let Some(live) = lock(&self.sessions).remove(session) {
+            if let Some(watcher) = lock(&live.watcher).take() {
+                watcher.abort();
+            }
+        }
+    }
+
+    /// Forgets everything about a session.
+    pub fn forget(&self, session: &str) {
+        self.stop(session);
+        lock(&self.extras).remove(session);
+    }
+}
+
+/// Called once a session's machine answers: places the exercise's files, runs its setup, then
+/// starts grading live. Events count from here on.
+pub async fn machine_ready(state: &AppState, session: &Arc<Session>, info: &MachineInfo) -> Result<(), String> {
+    let exercise = state
+        .catalog
+        .exercise(&session.exercise)
+        .cloned()
+        .ok_or_else(|| format!("exercise {} is not in the catalog", session.exercise))?;
+    super::prepare_machine(state.backend.as_ref(), &session.id, &exercise).await.map_err(|e| e.to_string())?;
+    let shell = Arc::new(BackendShell { backend: state.backend.clone(), id: session.id.clone() });
+    let since = time::OffsetDateTime::now_utc().unix_timestamp();
+    let grader = match Grader::connect(&session.id, &info.docker_socket, shell, since) {
+        Ok(grader) => grader,
+        Err(err) => {
+            // The learner can still work; the task list just stays pending.
+            tracing::warn!(error = %err, "no live grading for this session");
+            return Ok(());
+        }
+    };
+    let live = Arc::new(LiveSession {
+        grader: Arc::new(grader),
+        exercise,
+        latest: Mutex::new(Vec::new()),
+        refresh: tokio::sync::Mutex::new(()),
+        watcher: Mutex::new(None),
+    });
+    let span = tracing::info_span!("grading", session = %session.id);
+    let watcher = tokio::spawn(watch(state.clone(), session.clone(), live.clone()).instrument(span));
+    *lock(&live.watcher) = Some(watcher.abort_handle());
+    if let Some(old) = lock(&state.grading.sessions).insert(session.id.clone(), live) {
+        if let Some(w) = lock(&old.watcher).take() {
+            w.abort();
+        }
+    }
+    Ok(())
+}
+
+/// Grades now, publishes what changed, records newly done tasks. Returns the grades.
+pub async fn refresh(state: &AppState, session: &Session, live: &LiveSession, scope: Scope) -> Vec<TaskReport> {
+    let _one_at_a_time = live.refresh.lock().await;
+    let started = Instant::now();
+    let reports = live.grader.grade(&live.exercise, scope).await;
+    state.metrics.grade.observe(started.elapsed());
+    let previous = std::mem::replace(&mut *lock(&live.latest), reports.clone());
+    if previous != reports {
+        session.terminal.publish_control(ServerControl::Checks { tasks: reports.clone() });
+        let newly_done: Vec<&TaskReport> = reports
+            .iter()
+            .filter(|r| r.status == TaskStatus::Passed)
+            .filter(|r| !previous.iter().any(|p| p.id == r.id && p.status == TaskStatus::Passed))
+            .collect();
+        if let Some(learner) = state.grading.learner(&session.id) {
+            for task in newly_done {
+                if let Err(err) = state.store.task_done(&learner, &live.exercise.id, &task.id) {
+                    tracing::warn!(error = %err, task = %task.id, "could not record a finished task");
+                }
+            }
+        }
+    }
+    reports
+}
+
+async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
+    refresh(&state, &session, &live, Scope::All).await;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut events = None;
+    loop {
+        let still_here = state.sessions.get(&session.id).is_some_and(|s| Arc::ptr_eq(&s, &session));
+        if !still_here {
+            state.grading.forget(&session.id);
+            return;
+        }
+        let stream = events.get_or_insert_with(|| {
+            let since = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+            live.grader.docker().events(Some(EventsOptions { since: Some(since), ..Default::default() })).boxed()
+        });
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(event)) => {
+                    let mut relevant = note(&live.grader, &event);
+                    // Take whatever else already arrived, then grade once for all of it.
+                    while let Some(Some(Ok(more))) = stream.next().now_or_never() {
+                        relevant |= note(&live.grader, &more);
+                    }
+                    if relevant {
+                        refresh(&state, &session, &live, Scope::All).await;
+                    }
+                }
+                Some(Err(err)) => {
+                    tracing::debug!(error = %err, "the engine's event stream broke; following it again");
+                    events = None;
+                    tokio::time::sleep(EVENTS_RETRY).await;
+                }
+                None => {
+                    events = None;
+                    tokio::time::sleep(EVENTS_RETRY).await;
+                }
+            },
+            _ = tick.tick() => {
+                refresh(&state, &session, &live, Scope::Tick).await;
+            }
+        }
+    }
+}
+
+/// Records an event; says whether it may change a grade.
+fn note(grader: &Grader, event: &bollard::models::EventMessage) -> bool {
+    let Some(seen) = evaluate::seen_event(event) else { return false };
+    let quiet = QUIET_ACTIONS.contains(&seen.action.as_str());
+    grader.record_event(seen);
+    !quiet
+}

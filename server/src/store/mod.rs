@@ -1,0 +1,79 @@
+//! Learners' progress: task completions, hints used and solutions revealed, with times.
+//!
+//! Behind [`ProgressStore`], so PostgreSQL can follow SQLite (the default: one file,
+//! `<state-dir>/docklab.db`, no set-up). Learners are anonymous: a random id in the
+//! `docklab_learner` cookie ([`learner`]), with an optional display name.
+
+pub mod learner;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use learner::CurrentLearner;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("progress database {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("progress database: {what} for learner {learner}: {source}")]
+    Query {
+        what: &'static str,
+        learner: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// Where progress is kept.
+pub trait ProgressStore: Send + Sync {
+    /// Records that `task` of `exercise` was done (the first time counts).
+    fn task_done(&self, learner: &str, exercise: &str, task: &str) -> Result<(), StoreError>;
+    /// Records that hint number `index` (0-based) of `task` was revealed.
+    fn hint_used(&self, learner: &str, exercise: &str, task: &str, index: usize) -> Result<(), StoreError>;
+    /// Records that the reference solution of `exercise` was revealed.
+    fn solution_revealed(&self, learner: &str, exercise: &str) -> Result<(), StoreError>;
+    /// Sets (or with `None` clears) the learner's display name.
+    fn set_display_name(&self, learner: &str, name: Option<&str>) -> Result<(), StoreError>;
+    /// Everything recorded for a learner (empty for one never seen).
+    fn progress(&self, learner: &str) -> Result<Progress, StoreError>;
+}
+
+/// One learner's progress, by exercise id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub display_name: Option<String>,
+    pub exercises: BTreeMap<String, ExerciseProgress>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExerciseProgress {
+    /// Task id → when it was first done (RFC 3339).
+    pub tasks_done: BTreeMap<String, String>,
+    pub hints_used: Vec<HintUsed>,
+    /// When the solution was first revealed.
+    pub solution_revealed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HintUsed {
+    pub task: String,
+    pub index: usize,
+    pub at: String,
+}
+
+impl Progress {
+    /// How many of these tasks (exercise id, task id) are done.
+    pub fn done_count<'a>(&self, tasks: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+        tasks
+            .into_iter()
+            .filter(|(exercise, task)| self.exercises.get(*exercise).is_some_and(|e| e.tasks_done.contains_key(*task)))
+            .count()
+    }
+}
