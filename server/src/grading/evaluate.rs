@@ -890,12 +890,14 @@ async fn event_seen(g: &Grader, object: EventObject, name: &str, action: &str, i
         return pass();
     }
     // Not seen live (yet): ask the engine's own event history since the session began.
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // With nanoseconds: an event from this very second must count.
+    let now = time::OffsetDateTime::now_utc();
+    let now = format!("{}.{:09}", now.unix_timestamp(), now.nanosecond());
     let filters = HashMap::from([
         ("type".to_owned(), vec![object.as_str().to_owned()]),
         ("event".to_owned(), vec![action.to_owned()]),
     ]);
-    let options = EventsOptions { since: Some(g.since.to_string()), until: Some(now.to_string()), filters: Some(filters) };
+    let options = EventsOptions { since: Some(g.since.to_string()), until: Some(now), filters: Some(filters) };
     let mut stream = g.docker.events(Some(options));
     let history = tokio::time::timeout(PROBE_TIMEOUT, async {
         let mut got = Vec::new();
