@@ -18,6 +18,10 @@ pub struct SandboxConfig {
     pub cpu_shares: u64,
     /// How long to wait for a new machine's Docker engine to answer.
     pub docker_ready_timeout: Duration,
+    /// Cap on what one machine may write to disk, in bytes (0: no cap).
+    pub disk_bytes: u64,
+    /// Free space the host keeps: no machine is created when less is left.
+    pub host_reserve_bytes: u64,
     /// The machines' host bridge, addresses and firewall.
     pub network: crate::network::NetworkConfig,
 }
@@ -31,6 +35,8 @@ impl SandboxConfig {
             pids_max: 2048,
             cpu_shares: 1024,
             docker_ready_timeout: Duration::from_secs(30),
+            disk_bytes: 8 << 30,
+            host_reserve_bytes: 2 << 30,
             network: crate::network::NetworkConfig::default(),
         }
     }

@@ -28,6 +28,8 @@ pub enum SandboxError {
     Exec { id: String, reason: String },
     #[error("writing the machine spec {path}: {reason}")]
     Spec { path: PathBuf, reason: String },
+    #[error("the host has only {free_mib} MiB of disk left (docklab keeps {reserve_mib} MiB free): no new session machine for now")]
+    HostDiskFull { free_mib: u64, reserve_mib: u64 },
     #[error("machine network: {reason}")]
     Network { reason: String },
     #[error("could not remove session machine {id} completely: {reason}")]

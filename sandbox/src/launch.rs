@@ -78,6 +78,7 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(sys_step("making mounts private"))?;
 
+    prepare_disk(&rec)?;
     {
         let userns = mapped_userns(rec.uid_base)?;
         sys::idmapped_bind(&rec.node_image, &rec.lower(), &userns).map_err(step("idmapped mount of the node image", &rec.node_image))?;
@@ -171,6 +172,33 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
             Err(e) => return Err(LaunchError::Sys { step: "waiting for init", source: e }),
         }
     }
+}
+
+/// Mounts the machine's capped disk (if it has one) and lays out the overlay's upper and work
+/// directories and `/var/lib/docker` on it, owned by the machine's root.
+fn prepare_disk(rec: &MachineRecord) -> Result<(), LaunchError> {
+    let disk = rec.disk_dir();
+    if rec.disk_bytes.is_some() {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop,nosuid,nodev"])
+            .arg(rec.disk_image())
+            .arg(&disk)
+            .output()
+            .map_err(step("running mount for the machine's disk", &disk))?;
+        if !out.status.success() {
+            return Err(LaunchError::Step {
+                step: "mounting the machine's disk",
+                path: disk,
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            });
+        }
+        let _ = fs::remove_dir(disk.join("lost+found"));
+    }
+    for d in [rec.upper(), rec.work(), rec.docker_dir()] {
+        fs::create_dir_all(&d).map_err(step("creating", &d))?;
+        std::os::unix::fs::chown(&d, Some(rec.uid_base), Some(rec.uid_base)).map_err(step("chown", &d))?;
+    }
+    Ok(())
 }
 
 /// A user namespace carrying the machine's id mapping, for the idmapped mount. A short-lived child

@@ -151,17 +151,19 @@ impl SessionManager {
             limits: Limits { memory_bytes: self.cfg.memory_bytes, pids_max: self.cfg.pids_max, cpu_shares: self.cfg.cpu_shares },
             created_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
             net: Some(net),
+            disk_bytes: (self.cfg.disk_bytes > 0).then_some(self.cfg.disk_bytes),
             owner: crate::spec::Owner::current(),
         };
         rec.save()?;
-        for (d, owned) in [(rec.upper(), true), (rec.work(), true), (rec.docker_dir(), true), (rec.control_dir(), true), (rec.rootfs(), false), (rec.lower(), false)] {
+        for (d, owned) in [(rec.control_dir(), true), (rec.rootfs(), false), (rec.lower(), false), (rec.disk_dir(), false)] {
             fs::create_dir_all(&d).map_err(|e| SandboxError::io("creating", &d, e))?;
             if owned {
                 std::os::unix::fs::chown(&d, Some(uid_base), Some(uid_base)).map_err(|e| SandboxError::io("chown", &d, e))?;
             }
         }
-        // The machine's root directory must belong to its root, or the overlay's top shows as nobody.
-        std::os::unix::fs::chown(rec.upper(), Some(uid_base), Some(uid_base)).map_err(|e| SandboxError::io("chown", rec.upper(), e))?;
+        if let Some(bytes) = rec.disk_bytes {
+            make_disk_image(&rec.disk_image(), bytes)?;
+        }
         fs::write(rec.status_path(), "starting\n").map_err(|e| SandboxError::io("writing", rec.status_path(), e))?;
         rec.cgroup.create(&rec.limits, uid_base).map_err(|e| SandboxError::StartFailed { id: id.into(), reason: e.to_string() })?;
         let spec = build_spec(&rec)?;
@@ -305,6 +307,28 @@ fn remove_tree(dir: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("removing {}: {e}", dir.display())),
     }
+}
+
+/// Creates the machine's disk: a sparse file with an ext4 filesystem (no journal: the disk lives
+/// and dies with its machine). Takes about 40 ms whatever the size.
+fn make_disk_image(path: &Path, bytes: u64) -> Result<(), SandboxError> {
+    let f = fs::File::create(path).map_err(|e| SandboxError::io("creating", path, e))?;
+    f.set_len(bytes).map_err(|e| SandboxError::io("sizing", path, e))?;
+    drop(f);
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=1,lazy_journal_init=1", "-m", "0"])
+        .arg(path)
+        .output()
+        .map_err(|e| SandboxError::io("running mkfs.ext4 for", path, e))?;
+    if !out.status.success() {
+        return Err(SandboxError::io("mkfs.ext4", path, std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string())));
+    }
+    Ok(())
+}
+
+/// Bytes free for unprivileged use on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    nix::sys::statvfs::statvfs(path).ok().map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
 /// Turns a connection to a shell's relay into a [`Terminal`]: bytes in and out, resizes, and the
@@ -459,6 +483,11 @@ impl MachineBackend for SessionManager {
         let span = info_span!("machine", id = %id);
         async {
             let started = Instant::now();
+            if let Some(free) = free_bytes(&self.cfg.state_dir) {
+                if free < self.cfg.host_reserve_bytes {
+                    return Err(SandboxError::HostDiskFull { free_mib: free >> 20, reserve_mib: self.cfg.host_reserve_bytes >> 20 });
+                }
+            }
             self.ensure_network()?;
             let rec = match self.prepare(id) {
                 Ok(r) => r,

@@ -35,6 +35,9 @@ pub struct MachineRecord {
     /// The machine's place on the host bridge.
     #[serde(default)]
     pub net: Option<MachineNet>,
+    /// Size cap of everything the machine writes (root filesystem changes, /var/lib/docker).
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
     /// The process that created the machine. While it lives, the machine is its; once it is
     /// gone, the next server adopts or reaps the machine.
     #[serde(default)]
@@ -93,15 +96,23 @@ impl MachineRecord {
     pub fn lower(&self) -> PathBuf {
         self.session_dir.join("lower")
     }
+    /// Everything the machine writes lives here: on its own capped filesystem when `disk_bytes`
+    /// is set (a sparse ext4 image, loop-mounted only inside the machine's namespaces).
+    pub fn disk_dir(&self) -> PathBuf {
+        self.session_dir.join("disk")
+    }
+    pub fn disk_image(&self) -> PathBuf {
+        self.session_dir.join("disk.img")
+    }
     pub fn upper(&self) -> PathBuf {
-        self.session_dir.join("upper")
+        self.disk_dir().join("upper")
     }
     pub fn work(&self) -> PathBuf {
-        self.session_dir.join("work")
+        self.disk_dir().join("work")
     }
     /// The machine's `/var/lib/docker`: a plain host directory, since overlay2 cannot sit on overlayfs.
     pub fn docker_dir(&self) -> PathBuf {
-        self.session_dir.join("docker")
+        self.disk_dir().join("docker")
     }
     /// Shared with the machine as `/run/docklab`: the Docker socket and init's state file.
     pub fn control_dir(&self) -> PathBuf {
@@ -268,6 +279,7 @@ mod tests {
             limits: Limits { memory_bytes: 1 << 30, pids_max: 2048, cpu_shares: 1024 },
             created_unix: 0,
             net: None,
+            disk_bytes: None,
             owner: Owner::current(),
         }
     }
@@ -287,7 +299,7 @@ mod tests {
         let spec = build_spec(&record()).unwrap();
         let mounts = spec.mounts().as_ref().unwrap();
         let docker = mounts.iter().find(|m| m.destination() == Path::new("/var/lib/docker")).unwrap();
-        assert_eq!(docker.source().as_deref(), Some(Path::new("/var/lib/docklab/sessions/abc/docker")));
+        assert_eq!(docker.source().as_deref(), Some(Path::new("/var/lib/docklab/sessions/abc/disk/docker")));
         let sysd = mounts.iter().find(|m| m.destination() == Path::new("/sys/fs/cgroup/systemd")).unwrap();
         assert!(sysd.options().as_ref().unwrap().contains(&"name=systemd".to_string()));
         // /dev must be mounted before the device nodes bound onto it.
