@@ -60,9 +60,15 @@ pub fn run_logged(image: &str, what: &'static str, cmd: &mut Command, log: &dyn 
 pub fn bootstrap(image: &str, root: &Path, variant: &str, packages: &[&str], slim: bool, epoch: u64, log: &dyn Fn(String)) -> Result<(), ImageError> {
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--format=directory", &format!("--variant={variant}")]);
+    // Merged /usr the way debootstrap makes it: without this, bookworm's init-system-helpers
+    // pulls in the `usrmerge` package, and with it all of perl (50 MB in every image).
+    cmd.arg("--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr");
     if !packages.is_empty() {
         cmd.arg(format!("--include={}", packages.join(",")));
     }
+    // No fsync per unpacked file (as Docker's official Debian images configure dpkg too): the
+    // image is written out whole afterwards anyway. Stays in the image for learners' installs.
+    cmd.arg("--dpkgopt=force-unsafe-io");
     if slim {
         for e in SLIM_EXCLUDES {
             cmd.arg(format!("--dpkgopt={e}"));

@@ -1,0 +1,342 @@
+//! docklab's base images, for real: the registry serves every image `docklab setup` built, skopeo
+//! (a real registry client) pulls them, each image's smoke command runs, and, in a real session
+//! machine, Docker pulls them, builds a multi-stage Go image under 5 MB, runs a distroless Python
+//! app and apt-installs a package through the package proxy.
+//!
+//! Needs root and the images built (`docklab setup` or `docklab images build`); a test whose
+//! images are missing says so and skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use docklab_tests::{manager, sh, state_dir, unique_id, Cleanup};
+use sandbox::images::{ImageStore, StoredImage, CATALOG};
+use sandbox::MachineBackend;
+
+const HELPER: &str = env!("CARGO_BIN_EXE_docklab-test-helper");
+
+fn store() -> ImageStore {
+    ImageStore::new(&state_dir())
+}
+
+fn built(images: &[StoredImage], name: &str) -> Option<StoredImage> {
+    images.iter().find(|i| i.name == name).cloned()
+}
+
+/// The registry on a loopback port chosen by the kernel.
+async fn registry_on_loopback() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = sandbox::registry::router(store());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
+}
+
+fn skopeo(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("skopeo").args(args).output().expect("skopeo is installed by docklab setup");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_inspects_every_built_image_under_each_of_its_names() {
+    let images = store().images();
+    if images.is_empty() {
+        eprintln!("skipping: no images built (run `docklab setup`)");
+        return;
+    }
+    let addr = registry_on_loopback().await;
+    let mut checked = 0;
+    for image in &images {
+        let info = image.info.as_ref().expect("every built image has docklab.json");
+        // Docker Hub names as a mirror is asked for them, and plain ones; gcr.io names in full.
+        let mut names = vec![image.name.clone()];
+        if !image.name.contains('/') {
+            names.push(format!("library/{}", image.name));
+        }
+        for name in names {
+            for tag in &image.tags {
+                let reference = format!("docker://{addr}/{name}:{}", tag.tag);
+                let (ok, out, err) = tokio::task::spawn_blocking(move || skopeo(&["inspect", "--tls-verify=false", &reference])).await.unwrap();
+                assert!(ok, "skopeo inspect {name}:{}: {err}", tag.tag);
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(v["Digest"], info.manifest_digest.as_str(), "{name}:{}", tag.tag);
+                assert_eq!(v["Os"], "linux");
+                assert!(v["Labels"]["dev.docklab.built-by"].as_str().unwrap().contains("Debian"), "{name} is labelled as built from Debian packages");
+                assert!(!v["Labels"]["dev.docklab.packages"].as_str().unwrap().is_empty());
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("skopeo inspected {checked} references of {} images", images.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_images_and_every_blob_matches_its_digest() {
+    let images = store().images();
+    let wanted = ["busybox", "gcr.io/distroless/static-debian12", "golang"];
+    let present: Vec<&str> = wanted.iter().copied().filter(|n| built(&images, n).is_some()).collect();
+    if present.is_empty() {
+        eprintln!("skipping: none of {wanted:?} is built");
+        return;
+    }
+    let addr = registry_on_loopback().await;
+    let tmp = tempfile_dir("copy");
+    for name in present {
+        let image = built(&images, name).unwrap();
+        let dest = tmp.join(name.replace('/', "_"));
+        let src = format!("docker://{addr}/{name}:{}", image.tags[0].tag);
+        let dst = format!("oci:{}:{}", dest.display(), image.tags[0].tag);
+        let started = Instant::now();
+        let (ok, _, err) = tokio::task::spawn_blocking(move || skopeo(&["copy", "--quiet", "--src-tls-verify=false", &src, &dst])).await.unwrap();
+        assert!(ok, "skopeo copy {name}: {err}");
+        eprintln!("pull {name}: {:.2} s ({} compressed) with skopeo over loopback", started.elapsed().as_secs_f64(), sandbox::images::human(image.info.as_ref().unwrap().size));
+        // skopeo verified each blob's digest as it copied; the copy has the same manifest.
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"][0]["digest"], image.tags[0].digest.as_str());
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_images_and_pushes_fail_with_messages_that_help() {
+    let images = store().images();
+    if built(&images, "busybox").is_none() {
+        eprintln!("skipping: busybox is not built");
+        return;
+    }
+    let addr = registry_on_loopback().await;
+    let a = addr.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || skopeo(&["inspect", "--tls-verify=false", &format!("docker://{a}/library/busybox:9.99")])).await.unwrap();
+    assert!(!ok);
+    assert!(err.contains("busybox:latest") && err.contains("Images you can pull here"), "the error lists what is available: {err}");
+    // Push: copy busybox out, then try to push it back under another name.
+    let tmp = tempfile_dir("push");
+    let dir = format!("oci:{}:latest", tmp.join("bb").display());
+    let (a, d) = (addr.clone(), dir.clone());
+    let (ok, _, err) = tokio::task::spawn_blocking(move || skopeo(&["copy", "--quiet", "--src-tls-verify=false", &format!("docker://{a}/busybox:latest"), &d])).await.unwrap();
+    assert!(ok, "{err}");
+    let a = addr.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || skopeo(&["copy", "--quiet", "--dest-tls-verify=false", &dir, &format!("docker://{a}/mine:1")])).await.unwrap();
+    assert!(!ok, "a push must fail");
+    assert!(err.contains("read-only") || err.contains("denied"), "the push error says why: {err}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+fn tempfile_dir(what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("docklab-images-test-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Unpacks an image's single layer into a fresh directory.
+fn unpack(image: &StoredImage) -> PathBuf {
+    let info = image.info.as_ref().unwrap();
+    let dir = tempfile_dir(&image.name.replace('/', "_"));
+    let blob = image.layout.join("blobs/sha256").join(info.layer_digest.trim_start_matches("sha256:"));
+    let st = Command::new("tar").arg("-xzf").arg(&blob).arg("-C").arg(&dir).arg("--numeric-owner").status().unwrap();
+    assert!(st.success(), "unpacking {}", image.name);
+    dir
+}
+
+/// Runs a command in an unpacked image with its configured environment (chroot; no /proc).
+fn run_in(root: &Path, env: &[&str], argv: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("chroot");
+    cmd.arg(root).args(argv).env_clear();
+    for e in env {
+        let (k, v) = e.split_once('=').unwrap();
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn each_image_does_what_it_says_offline() {
+    let images = store().images();
+    let mut ran = Vec::new();
+    for recipe in CATALOG {
+        let Some(image) = images.iter().find(|i| i.name == recipe.name && i.tags.iter().any(|t| t.tag == recipe.tags[0])) else {
+            eprintln!("not built, not checked: {}", recipe.reference());
+            continue;
+        };
+        let root = unpack(image);
+        let env = recipe.config.env;
+        let distroless = matches!(recipe.source, sandbox::images::Source::Distroless { .. });
+        if distroless {
+            for shell in ["bin/sh", "bin/bash", "usr/bin/dpkg", "usr/bin/apt"] {
+                assert!(!root.join(shell).exists(), "{} must have no {shell}", recipe.reference());
+            }
+            assert!(root.join("etc/ssl/certs/ca-certificates.crt").is_file());
+            assert!(std::fs::read_to_string(root.join("etc/passwd")).unwrap().contains("nonroot:x:65532"));
+        } else if !matches!(recipe.source, sandbox::images::Source::HelloWorld) {
+            if !recipe.name.starts_with("busybox") {
+                let proxy = std::fs::read_to_string(root.join("etc/apt/apt.conf.d/01docklab-proxy")).unwrap();
+                assert!(proxy.contains("http://10.200.0.1:3142"), "{}", recipe.reference());
+            }
+        }
+        let mut argv: Vec<&str> = recipe.config.entrypoint.to_vec();
+        argv.extend(if recipe.smoke.is_empty() { recipe.config.cmd } else { recipe.smoke });
+        let check = match recipe.name {
+            "hello-world" => Some("Hello from docklab!"),
+            "busybox" => Some("hello from busybox"),
+            "python" | "gcr.io/distroless/python3-debian12" => Some("hello from python"),
+            "node" => Some("hello from node"),
+            "golang" => Some("go1.19"),
+            "gcc" => Some("gcc"),
+            "nginx" => Some("syntax is ok"),
+            "maven" => Some("Apache Maven"),
+            "openjdk" => Some("openjdk version \"17"),
+            _ => None,
+        };
+        if let Some(want) = check {
+            let started = Instant::now();
+            let (ok, out) = run_in(&root, env, &argv);
+            assert!(ok && out.contains(want), "{} {argv:?}: {out}", recipe.reference());
+            ran.push(format!("{} {:.1}s", recipe.reference(), started.elapsed().as_secs_f64()));
+        }
+        if recipe.name == "gcr.io/distroless/java17-debian12" {
+            let (ok, out) = run_in(&root, env, &["/usr/bin/java", "-version"]);
+            assert!(ok && out.contains("17"), "java17-debian12: {out}");
+        }
+        if recipe.name == "golang" {
+            // `go build` of a standard-library program works offline and gives a static binary.
+            std::fs::create_dir_all(root.join("src/app")).unwrap();
+            std::fs::write(root.join("src/app/main.go"), "package main\nimport (\"fmt\"; \"net/http\")\nfunc main() { fmt.Println(\"built offline\", http.StatusOK) }\n").unwrap();
+            std::fs::write(root.join("src/app/go.mod"), "module app\ngo 1.19\n").unwrap();
+            let started = Instant::now();
+            let (ok, out) = run_in(&root, env, &["sh", "-c", "cd /src/app && go build -o /app . && /app"]);
+            assert!(ok && out.contains("built offline 200"), "go build: {out}");
+            let file = Command::new("file").arg(root.join("app")).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            assert!(file.is_empty() || file.contains("statically linked"), "the Go binary runs on scratch: {file}");
+            eprintln!("go build of a net/http program: {:.1} s", started.elapsed().as_secs_f64());
+        }
+        if recipe.name == "nginx" {
+            let conf = std::fs::read_to_string(root.join("etc/nginx/sites-available/default")).unwrap();
+            assert!(conf.contains("root /usr/share/nginx/html"));
+            assert!(root.join("usr/share/nginx/html/index.html").is_file());
+            assert_eq!(std::fs::read_link(root.join("var/log/nginx/access.log")).unwrap(), Path::new("/dev/stdout"));
+        }
+        if recipe.name == "registry" {
+            assert!(root.join("usr/bin/docker-registry").is_file());
+            assert!(std::fs::read_to_string(root.join("etc/docker/registry/config.yml")).unwrap().contains("rootdirectory: /var/lib/registry"));
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    eprintln!("smoke commands ran: {}", ran.join(", "));
+}
+
+/// Binds the registry and the package proxy where session machines reach them, unless the
+/// docklab server already serves them there.
+async fn serve_for_sessions(host_ip: std::net::Ipv4Addr) {
+    if let Ok(l) = tokio::net::TcpListener::bind((host_ip, 80)).await {
+        let app = sandbox::registry::router(store());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    }
+    if let Ok(l) = tokio::net::TcpListener::bind((host_ip, 3142)).await {
+        let app = sandbox::package_proxy::router(sandbox::package_proxy::ProxyConfig::new(&state_dir()));
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    }
+}
+
+/// In a real machine: pulls (timed), multi-stage Go under 5 MB, distroless Python without a
+/// shell, apt through the proxy. Needs the session network (bridge dlbr0, host 10.200.0.1): the
+/// test says so and stops when a machine gets no address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_pulls_builds_and_runs_the_course_images() {
+    let images = store().images();
+    for n in ["busybox", "golang", "gcr.io/distroless/python3-debian12", "debian"] {
+        if built(&images, n).is_none() {
+            eprintln!("skipping: {n} is not built (run `docklab setup`)");
+            return;
+        }
+    }
+    let m = manager(HELPER);
+    let id = unique_id("img");
+    let info = m.create(&id).await.expect("create machine");
+    let _cleanup = Cleanup { manager: m.clone(), id: id.clone() };
+    if info.address.is_none() {
+        eprintln!("skipping: this machine has no network address yet (the session network is not there)");
+        return;
+    }
+    serve_for_sessions(m.config().network.host_ip).await;
+    let timed = |what: &'static str, script: String| {
+        let m = m.clone();
+        let id = id.clone();
+        async move {
+            let started = Instant::now();
+            let out = sh(&*m, &id, &script).await;
+            assert_eq!(out.exit_code, 0, "{what}: {out:?}");
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!("{what}: {secs:.2} s");
+            (out, secs)
+        }
+    };
+    // Docker's own preloaded busybox would hide a pull: remove it first.
+    sh(&*m, &id, "docker rmi -f busybox:latest >/dev/null 2>&1; true").await;
+    let (_, busybox) = timed("pull busybox into a fresh session", "docker pull -q busybox".into()).await;
+    let (_, golang) = timed("pull golang:1.19 into a fresh session", "docker pull -q golang:1.19".into()).await;
+    eprintln!("BENCH pull busybox {busybox:.2} s (target < 0.5 s), golang:1.19 {golang:.2} s (target < 5 s)");
+
+    // Each image runs its smoke command through Docker.
+    for recipe in CATALOG {
+        if recipe.smoke.is_empty() || built(&images, recipe.name).is_none() {
+            continue;
+        }
+        let args: Vec<String> = recipe.smoke.iter().map(|a| format!("'{a}'")).collect();
+        let (out, _) = timed("run a smoke command", format!("docker run --rm {} {}", recipe.reference(), args.join(" "))).await;
+        assert!(!out.stdout.is_empty() || !out.stderr.is_empty(), "{}", recipe.reference());
+    }
+    let out = sh(&*m, &id, "docker run --rm hello-world").await;
+    assert!(out.stdout.contains("Hello from docklab!"), "{out:?}");
+
+    // A pull of an image docklab does not have fails (the message is the registry's, if dockerd shows it).
+    let out = sh(&*m, &id, "docker pull alpine:3.19 2>&1").await;
+    assert_ne!(out.exit_code, 0);
+    eprintln!("docker pull alpine says: {}", out.stdout.trim());
+
+    // Multi-stage Go: the final image is under 5 MB and runs; the single-stage one is hundreds.
+    let script = r#"set -e
+mkdir -p /tmp/go && cd /tmp/go
+printf 'package main\nimport "fmt"\nfunc main() { fmt.Println("hello from a scratch image") }\n' > main.go
+printf 'module hello\ngo 1.19\n' > go.mod
+printf 'FROM golang:1.19 AS build\nWORKDIR /src\nCOPY go.mod main.go ./\nRUN go build -o /hello .\nFROM scratch\nCOPY --from=build /hello /hello\nENTRYPOINT ["/hello"]\n' > Dockerfile
+printf 'FROM golang:1.19\nWORKDIR /src\nCOPY go.mod main.go ./\nRUN go build -o /hello .\nCMD ["/hello"]\n' > Dockerfile.single
+docker build -q -t hello-multi . >/dev/null
+docker build -q -t hello-single -f Dockerfile.single . >/dev/null
+docker run --rm hello-multi
+docker image inspect -f '{{.Size}}' hello-multi
+docker image inspect -f '{{.Size}}' hello-single
+"#;
+    let (out, _) = timed("multi-stage and single-stage Go builds", script.into()).await;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "hello from a scratch image");
+    let (multi, single): (u64, u64) = (lines[1].parse().unwrap(), lines[2].parse().unwrap());
+    assert!(multi < 5_000_000, "multi-stage image is {multi} bytes");
+    assert!(single > 200_000_000, "single-stage image is only {single} bytes");
+    eprintln!("multi-stage Go image {multi} bytes, single-stage {single} bytes");
+
+    // An interpreted app on distroless Python runs, and the image has no shell.
+    let script = r#"set -e
+mkdir -p /tmp/py && cd /tmp/py
+printf 'print("hello from distroless")\n' > app.py
+printf 'FROM gcr.io/distroless/python3-debian12\nCOPY app.py /app/app.py\nWORKDIR /app\nCMD ["app.py"]\n' > Dockerfile
+docker build -q -t py-distroless . >/dev/null
+docker run --rm py-distroless
+if docker run --rm --entrypoint sh py-distroless -c true 2>/dev/null; then echo HAS-SHELL; else echo no-shell; fi
+"#;
+    let (out, _) = timed("distroless Python app", script.into()).await;
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["hello from distroless", "no-shell"]);
+
+    // A Dockerfile that apt-installs a package through the proxy builds.
+    let script = r#"set -e
+mkdir -p /tmp/apt && cd /tmp/apt
+printf 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends hello\nCMD ["hello"]\n' > Dockerfile
+docker build -q -t apt-hello . >/dev/null
+docker run --rm apt-hello
+"#;
+    let (out, _) = timed("apt-get install through the package proxy", script.into()).await;
+    assert_eq!(out.stdout.trim(), "Hello, world!");
+    m.destroy(&id).await.unwrap();
+}
