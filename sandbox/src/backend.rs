@@ -97,6 +97,19 @@ pub trait MachineBackend: Send + Sync + 'static {
     async fn destroy(&self, id: &str) -> Result<(), SandboxError>;
     /// Machines found on disk from an earlier run of the server (ids), for adoption or reaping.
     async fn leftovers(&self) -> Vec<String>;
+    /// Takes over a running machine that an earlier server left (its owner is gone).
+    async fn adopt(&self, id: &str) -> Result<MachineInfo, SandboxError> {
+        Err(SandboxError::UnknownMachine { id: id.to_string() })
+    }
+    /// Keeps the server's own facts about a session (token, exercise, expiry) with its machine,
+    /// so a restarted server can adopt it.
+    async fn save_meta(&self, _id: &str, _meta: &[u8]) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    /// What [`MachineBackend::save_meta`] kept, if anything.
+    async fn load_meta(&self, _id: &str) -> Option<Vec<u8>> {
+        None
+    }
     /// The machine's address on the host bridge, where its published ports answer.
     async fn address(&self, _id: &str) -> Option<std::net::Ipv4Addr> {
         None

@@ -609,6 +609,44 @@ impl MachineBackend for SessionManager {
         SessionManager::address(self, id)
     }
 
+    async fn adopt(&self, id: &str) -> Result<MachineInfo, SandboxError> {
+        let mut rec = self.record(id)?;
+        if rec.owner.as_ref().is_some_and(|o| o.is_alive() && Some(o) != crate::spec::Owner::current().as_ref()) {
+            return Err(SandboxError::StartFailed { id: id.into(), reason: "the machine belongs to another running process".into() });
+        }
+        if self.state(id).await != MachineState::Ready {
+            return Err(SandboxError::NotRunning { id: id.into() });
+        }
+        rec.owner = crate::spec::Owner::current();
+        rec.save()?;
+        let init_pid = fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        info!(id, "machine adopted");
+        Ok(MachineInfo {
+            id: id.to_string(),
+            uid_base: rec.uid_base,
+            init_pid,
+            docker_socket: rec.docker_socket(),
+            address: rec.net.as_ref().map(|n| n.address),
+            start_duration: Duration::ZERO,
+        })
+    }
+
+    async fn save_meta(&self, id: &str, meta: &[u8]) -> Result<(), SandboxError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let rec = self.record(id)?;
+        let path = rec.session_dir.join("session.json");
+        let tmp = path.with_extension("tmp");
+        // It holds the session's token: readable by root only.
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| SandboxError::io("writing", &tmp, e))?;
+        std::io::Write::write_all(&mut f, meta).map_err(|e| SandboxError::io("writing", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| SandboxError::io("renaming", &path, e))
+    }
+
+    async fn load_meta(&self, id: &str) -> Option<Vec<u8>> {
+        validate_id(id).ok()?;
+        fs::read(self.session_dir(id).join("session.json")).ok()
+    }
+
     async fn leftovers(&self) -> Vec<String> {
         // Machines whose creating process still runs (another server's, or a test's) are not ours
         // to touch.

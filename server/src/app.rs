@@ -84,11 +84,15 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    lifecycle::destroy_leftovers(&state).await;
+    lifecycle::adopt_leftovers(&state).await;
     let reaper = lifecycle::spawn_reaper(state.clone());
     let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
     reaper.abort();
-    lifecycle::destroy_all_sessions_on_shutdown(&state).await;
+    if state.config.end_sessions_on_exit {
+        lifecycle::destroy_all_sessions_on_shutdown(&state).await;
+    } else {
+        lifecycle::detach_sessions_on_shutdown(&state).await;
+    }
     result
 }
 

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// How long a session lives (e.g. 90m, 2h, 1h30m).
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     pub session_ttl: Duration,
+    /// End every session when the server stops. Without it, machines and shells keep running
+    /// and the next `docklab serve` on this state directory adopts them (browsers reattach).
+    #[arg(long, env = "DOCKLAB_END_SESSIONS_ON_EXIT")]
+    pub end_sessions_on_exit: bool,
     /// Longest timeout a client may ask for on exec (at most 10m).
     #[arg(long, default_value = "10m", value_parser = parse_exec_timeout)]
     pub exec_timeout_max: Duration,
@@ -85,6 +89,7 @@ impl ServeArgs {
             session_ttl: self.session_ttl,
             exec_timeout_max: self.exec_timeout_max,
             max_sessions: self.max_sessions as usize,
+            end_sessions_on_exit: self.end_sessions_on_exit,
             ..ServerConfig::default()
         }
     }

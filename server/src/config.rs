@@ -13,6 +13,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// How often the reaper looks for expired sessions.
     pub reap_interval: Duration,
+    /// Whether stopping the server ends every session. When false (`docklab serve`'s default),
+    /// machines and shells keep running and the next server adopts them.
+    pub end_sessions_on_exit: bool,
     pub terminal: TerminalConfig,
 }
 
@@ -40,6 +43,7 @@ impl Default for ServerConfig {
             exec_timeout_max: Duration::from_secs(600),
             max_sessions: 100,
             reap_interval: Duration::from_secs(30),
+            end_sessions_on_exit: true,
             terminal: TerminalConfig::default(),
         }
     }

@@ -52,8 +52,15 @@ pub fn spawn_reaper(state: AppState) -> JoinHandle<()> {
     })
 }
 
-/// Destroys every session this server holds, for shutdown. (Later the server will leave machines
-/// running for its next run to adopt; until then nothing may outlive it.)
+/// Leaves every session running for the next server to adopt; viewers are told to reconnect.
+pub async fn detach_sessions_on_shutdown(state: &AppState) {
+    for session in state.sessions.take_all() {
+        session.terminal.restart("the server is restarting").await;
+        state.grading.stop(&session.id);
+    }
+}
+
+/// Destroys every session this server holds, for shutdown with `--end-sessions-on-exit`.
 pub async fn destroy_all_sessions_on_shutdown(state: &AppState) {
     let sessions: Vec<Arc<Session>> = state.sessions.take_all();
     if !sessions.is_empty() {
@@ -66,12 +73,60 @@ pub async fn destroy_all_sessions_on_shutdown(state: &AppState) {
     futures::future::join_all(destroys).await;
 }
 
-/// Destroys machines an earlier run of the server left on disk (a crash, a kill -9), since
-/// nothing can reach them any more: their tokens died with that process.
-pub async fn destroy_leftovers(state: &AppState) {
+/// What the server keeps with each machine so that its next run can adopt the session.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SessionMeta {
+    pub token: String,
+    pub exercise: String,
+    pub created_unix: i64,
+    pub expires_unix: i64,
+    #[serde(default)]
+    pub learner: Option<String>,
+}
+
+/// Saves a ready session's facts next to its machine.
+pub async fn save_meta(state: &AppState, session: &Session) {
+    let meta = SessionMeta {
+        token: session.token.clone(),
+        exercise: session.exercise.clone(),
+        created_unix: session.created_at.unix_timestamp(),
+        expires_unix: session.expires_at.unix_timestamp(),
+        learner: state.grading.learner(&session.id),
+    };
+    let json = serde_json::to_vec(&meta).unwrap_or_default();
+    if let Err(err) = state.backend.save_meta(&session.id, &json).await {
+        tracing::warn!(error = %err, "could not save the session for a later server to adopt");
+    }
+}
+
+/// Adopts the live sessions an earlier run of the server left (a restart, a crash, a kill -9):
+/// same id, same token, same machine and shell, so browsers simply reconnect. Machines that
+/// cannot be adopted (expired, broken, unknown) are destroyed.
+pub async fn adopt_leftovers(state: &AppState) {
     for id in state.backend.leftovers().await {
         let span = tracing::info_span!("session", id = %id);
         async {
+            let meta = state.backend.load_meta(&id).await.and_then(|b| serde_json::from_slice::<SessionMeta>(&b).ok());
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            if let Some(meta) = meta.filter(|m| m.expires_unix > now && state.catalog.exercise(&m.exercise).is_some()) {
+                match state.backend.adopt(&id).await {
+                    Ok(info) => {
+                        let (created, expires) = (
+                            time::OffsetDateTime::from_unix_timestamp(meta.created_unix).unwrap_or(time::OffsetDateTime::now_utc()),
+                            time::OffsetDateTime::from_unix_timestamp(meta.expires_unix).unwrap_or(time::OffsetDateTime::now_utc()),
+                        );
+                        if let Some(session) = state.sessions.insert_adopted(&id, &meta.token, &meta.exercise, created, expires) {
+                            if let Some(learner) = &meta.learner {
+                                state.grading.set_learner(&id, learner);
+                            }
+                            crate::grading::live::resume(state, &session, &info).await;
+                            tracing::info!("session adopted from an earlier server");
+                            return;
+                        }
+                    }
+                    Err(err) => tracing::info!(error = %err, "left-over session cannot be adopted"),
+                }
+            }
             match state.backend.destroy(&id).await {
                 Ok(()) => tracing::info!("left-over session machine destroyed"),
                 Err(SandboxError::UnknownMachine { .. }) => {

@@ -44,6 +44,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !running_as_root() {
         bail!("`docklab serve` must run as root: it creates user namespaces, cgroups and mounts for session machines");
     }
+    let _lock = lock_state_dir(&args.state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     // Inside the runtime's context, in case the backend spawns tasks as it starts.
     let _runtime_context = runtime.enter();
@@ -102,6 +103,35 @@ fn images(args: ImagesArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// One server per state directory: two would adopt, reap and number machines over each other.
+/// The lock lasts as long as the returned file is open (the whole of `serve`).
+fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    let path = state_dir.join("serve.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; it only takes an advisory lock.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        bail!(
+            "another docklab server (pid {}) is already serving from {}: stop it first, or give this one another --state-dir",
+            pid.trim(),
+            state_dir.display()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 fn running_as_root() -> bool {

@@ -93,6 +93,35 @@ impl SessionRegistry {
         Ok(session)
     }
 
+    /// Registers a session adopted from an earlier server, `Ready`, keeping its id, token and
+    /// expiry. `None` when the registry is full or already has that id.
+    pub fn insert_adopted(
+        &self,
+        id: &str,
+        token: &str,
+        exercise: &str,
+        created_at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Option<Arc<Session>> {
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= self.max_sessions || sessions.contains_key(id) {
+            return None;
+        }
+        let left = (expires_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+        let session = Arc::new(Session {
+            terminal: TerminalHub::new(id, self.terminal.clone()),
+            id: id.to_owned(),
+            token: token.to_owned(),
+            exercise: exercise.to_owned(),
+            created_at,
+            expires_at,
+            deadline: Instant::now() + Duration::try_from(left).unwrap_or_default(),
+            phase: Mutex::new(SessionPhase::Ready),
+        });
+        sessions.insert(id.to_owned(), session.clone());
+        Some(session)
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         lock(&self.sessions).get(id).cloned()
     }

@@ -126,6 +126,7 @@ pub(crate) async fn start_machine(state: AppState, session: Arc<Session>) -> Res
                 return Err(AppError::StartFailed { reason });
             }
             session.set_phase(SessionPhase::Ready);
+            lifecycle::save_meta(&state, &session).await;
             tracing::info!(uid_base = info.uid_base, init_pid = info.init_pid, elapsed = ?started.elapsed(), "session machine ready");
             if state.sessions.get(&session.id).is_none() {
                 // Deleted or reaped while it was starting: make sure nothing is left behind.

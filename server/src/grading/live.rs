@@ -104,6 +104,19 @@ pub async fn machine_ready(state: &AppState, session: &Arc<Session>, info: &Mach
         .cloned()
         .ok_or_else(|| format!("exercise {} is not in the catalog", session.exercise))?;
     super::prepare_machine(state.backend.as_ref(), &session.id, &exercise).await.map_err(|e| e.to_string())?;
+    start_live(state, session, info, exercise);
+    Ok(())
+}
+
+/// Grades a session adopted from an earlier server: its machine is already prepared, so only
+/// live grading starts again (events count from now; tasks already done stay done in the store).
+pub async fn resume(state: &AppState, session: &Arc<Session>, info: &MachineInfo) {
+    if let Some(exercise) = state.catalog.exercise(&session.exercise).cloned() {
+        start_live(state, session, info, exercise);
+    }
+}
+
+fn start_live(state: &AppState, session: &Arc<Session>, info: &MachineInfo, exercise: lessons::Exercise) {
     let shell = Arc::new(BackendShell { backend: state.backend.clone(), id: session.id.clone() });
     let since = time::OffsetDateTime::now_utc().unix_timestamp();
     let grader = match Grader::connect(&session.id, &info.docker_socket, shell, since) {
@@ -111,7 +124,7 @@ pub async fn machine_ready(state: &AppState, session: &Arc<Session>, info: &Mach
         Err(err) => {
             // The learner can still work; the task list just stays pending.
             tracing::warn!(error = %err, "no live grading for this session");
-            return Ok(());
+            return;
         }
     };
     let live = Arc::new(LiveSession {
@@ -129,7 +142,6 @@ pub async fn machine_ready(state: &AppState, session: &Arc<Session>, info: &Mach
             w.abort();
         }
     }
-    Ok(())
 }
 
 /// Grades now, publishes what changed, records newly done tasks. Returns the grades.

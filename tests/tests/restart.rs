@@ -1,0 +1,139 @@
+//! The real server, restarted under a learner's feet (SECURITY-TESTS.md cases 19, 20 and 23):
+//! after `kill -9` and after a graceful stop, the next server adopts the session, its machine,
+//! its containers and its very shell; a second server on the same state directory is refused;
+//! and deleting the session afterwards leaves nothing behind.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn docklab_bin() -> PathBuf {
+    let p = std::env::var_os("DOCKLAB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/docklab"));
+    assert!(p.exists(), "{} is missing: build it first (`cargo build -p docklab-server`)", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_server(port: u16) -> Child {
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("docklab-restart-{port}.log"))).unwrap();
+    let child = Command::new(docklab_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
+        .arg(docklab_tests::state_dir())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "/healthz"]) != "200" {
+        assert!(Instant::now() < deadline, "server on {port} did not become healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+fn curl(port: u16, args: &[&str]) -> String {
+    let mut a: Vec<String> = vec!["-s".into(), "-m".into(), "120".into()];
+    for x in args {
+        a.push(if x.starts_with('/') { format!("http://127.0.0.1:{port}{x}") } else { x.to_string() });
+    }
+    String::from_utf8_lossy(&Command::new("curl").args(&a).output().unwrap().stdout).into_owned()
+}
+
+fn exec(port: u16, id: &str, token: &str, script: &str) -> serde_json::Value {
+    let body = serde_json::json!({"cmd": ["sh", "-c", script], "timeout_s": 60}).to_string();
+    let auth = format!("Authorization: Bearer {token}");
+    let out = curl(port, &["-X", "POST", "-H", &auth, "-H", "content-type: application/json", "-d", &body, &format!("/api/sessions/{id}/exec")]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("exec answer {out:?}: {e}"))
+}
+
+/// Types `line` into the session's terminal and waits for `want` in its output.
+async fn terminal_roundtrip(port: u16, id: &str, token: &str, line: &str, want: &str) {
+    let url = format!("ws://127.0.0.1:{port}/api/sessions/{id}/terminal?token={token}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("terminal websocket");
+    ws.send(Message::Binary(format!("{line}\r").into_bytes().into())).await.unwrap();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains(want) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => seen.push_str(&String::from_utf8_lossy(&b)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("terminal ended before {want:?} appeared: {other:?}\n{seen}"),
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
+/// Host-wide counts of what machines use, to compare before and after.
+fn host_counts() -> (usize, usize, usize, usize) {
+    let sh = |c: &str| String::from_utf8_lossy(&Command::new("sh").args(["-c", c]).output().unwrap().stdout).trim().parse::<usize>().unwrap_or(0);
+    (
+        sh("grep -c docklab/sessions /proc/self/mountinfo"),
+        sh("find /sys/fs/cgroup -path '*docklab/*' -maxdepth 6 -type d 2>/dev/null | wc -l"),
+        sh("ip -o link | grep -c ' dlv[0-9]*@'"),
+        sh("ls /var/lib/docklab/uids 2>/dev/null | wc -l"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_kill_9_and_graceful_restarts_and_a_second_server_is_refused() {
+    let before = host_counts();
+    let port = free_port();
+    let mut server = start_server(port);
+
+    let lessons: serde_json::Value = serde_json::from_str(&curl(port, &["/api/lessons"])).unwrap();
+    let exercise = lessons[0]["exercises"][0]["id"].as_str().unwrap().to_string();
+    let created: serde_json::Value = serde_json::from_str(&curl(
+        port,
+        &["-X", "POST", "-H", "content-type: application/json", "-d", &format!("{{\"exercise\":\"{exercise}\"}}"), "/api/sessions"],
+    ))
+    .unwrap();
+    let (id, token) = (created["id"].as_str().unwrap().to_string(), created["token"].as_str().unwrap().to_string());
+    let out = exec(port, &id, &token, "docker run -d --name keeper busybox sleep 1000 >/dev/null && echo started");
+    assert_eq!(out["stdout"], "started\n", "{out}");
+    terminal_roundtrip(port, &id, &token, "export MARK=kept-$((6*7)); echo ok-$((1000+23))", "ok-1023").await;
+
+    // A second server on the same state directory is refused, with a clear message.
+    let second = Command::new(docklab_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--state-dir"])
+        .arg(docklab_tests::state_dir())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already serving"), "{}", String::from_utf8_lossy(&second.stderr));
+
+    // kill -9: nothing gets a chance to clean up. The next server adopts the session.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut server = start_server(port);
+    let state: serde_json::Value =
+        serde_json::from_str(&curl(port, &["-H", &format!("Authorization: Bearer {token}"), &format!("/api/sessions/{id}")])).unwrap();
+    assert_eq!(state["state"], "ready", "{state}");
+    let out = exec(port, &id, &token, "docker ps --format '{{.Names}}'");
+    assert_eq!(out["stdout"], "keeper\n", "the container survived: {out}");
+    terminal_roundtrip(port, &id, &token, "echo mark=$MARK", "mark=kept-42").await;
+
+    // A graceful stop leaves the session for the next server too.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    server.wait().unwrap();
+    let mut server = start_server(port);
+    terminal_roundtrip(port, &id, &token, "echo again=$MARK", "again=kept-42").await;
+
+    // Ending the session now leaves nothing behind.
+    let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", &format!("Authorization: Bearer {token}"), &format!("/api/sessions/{id}")]);
+    assert_eq!(code, "204");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while host_counts() != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(host_counts(), before, "(mounts, cgroup dirs, veths, uid ranges) before and after");
+}
