@@ -170,6 +170,10 @@ fn each_image_does_what_it_says_offline() {
             }
             assert!(root.join("etc/ssl/certs/ca-certificates.crt").is_file());
             assert!(std::fs::read_to_string(root.join("etc/passwd")).unwrap().contains("nonroot:x:65532"));
+            if !recipe.name.contains("static") {
+                // glibc's loader and libc, through the merged-/usr links.
+                assert!(root.join("lib64/ld-linux-x86-64.so.2").exists() && root.join("lib/x86_64-linux-gnu/libc.so.6").exists(), "{} has glibc", recipe.reference());
+            }
         } else if !matches!(recipe.source, sandbox::images::Source::HelloWorld) {
             if !recipe.name.starts_with("busybox") {
                 let proxy = std::fs::read_to_string(root.join("etc/apt/apt.conf.d/01docklab-proxy")).unwrap();

@@ -203,11 +203,42 @@ pub fn package_files(root: &Path, packages: &BTreeSet<String>) -> Result<BTreeSe
             let rel = line.trim_start_matches('/');
             if !rel.is_empty() && rel != "." {
                 out.insert(PathBuf::from(rel));
+                // dpkg lists /lib/x86_64-linux-gnu/libc.so.6, but with merged /usr the file is
+                // /usr/lib/...: keep the path through the link as well as the link.
+                out.insert(physical(root, Path::new(rel)));
             }
         }
     }
     Ok(out)
 }
+
+/// `rel` with every symbolic link among its parent directories resolved (within `root`).
+fn physical(root: &Path, rel: &Path) -> PathBuf {
+    let Some(name) = rel.file_name() else { return rel.to_path_buf() };
+    let mut cur = PathBuf::new();
+    for c in rel.parent().unwrap_or(Path::new("")).components() {
+        cur.push(c);
+        for _ in 0..8 {
+            let Ok(target) = fs::read_link(root.join(&cur)) else { break };
+            let base = if target.is_absolute() { PathBuf::new() } else { cur.parent().unwrap_or(Path::new("")).to_path_buf() };
+            let mut next = PathBuf::new();
+            for t in base.join(target.strip_prefix("/").unwrap_or(&target)).components() {
+                match t {
+                    std::path::Component::ParentDir => {
+                        next.pop();
+                    }
+                    std::path::Component::Normal(n) => next.push(n),
+                    _ => {}
+                }
+            }
+            cur = next;
+        }
+    }
+    cur.join(name)
+}
+
+/// Bumped when the way distroless images pick their files changes.
+pub const DISTROLESS_SELECTION: u32 = 2;
 
 const DISTROLESS_PASSWD: &str = "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n";
 const DISTROLESS_GROUP: &str = "root:x:0:\nnobody:x:65534:\ntty:x:5:\nstaff:x:50:\nnonroot:x:65532:\n";
@@ -266,6 +297,17 @@ Package: libpython3.11-minimal\nStatus: install ok installed\nVersion: 3.11.2\nD
 Package: libexpat1\nStatus: install ok installed\nVersion: 2.5\n\n\
 Package: zlib-ng\nStatus: install ok installed\nVersion: 1\nProvides: libz-virtual\n\n\
 Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n";
+
+    #[test]
+    fn listed_paths_follow_merged_usr_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", tmp.path().join("lib")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib", tmp.path().join("usr/lib64")).unwrap();
+        assert_eq!(physical(tmp.path(), Path::new("lib/x86_64-linux-gnu/libc.so.6")), Path::new("usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert_eq!(physical(tmp.path(), Path::new("usr/lib64/ld.so")), Path::new("usr/lib/ld.so"));
+        assert_eq!(physical(tmp.path(), Path::new("etc/passwd")), Path::new("etc/passwd"));
+    }
 
     #[test]
     fn closure_follows_dependencies_but_never_into_shells_or_debconf() {

@@ -155,7 +155,8 @@ pub fn recipe_key(recipe: &Recipe) -> String {
     match recipe.source {
         Source::Busybox => h.update(fs::read(BUSYBOX).unwrap_or_default()),
         Source::HelloWorld => h.update(hello::SOURCE),
-        _ => {}
+        Source::Distroless { .. } => h.update(format!("selection {}", debian::DISTROLESS_SELECTION)),
+        Source::Debian { .. } => {}
     }
     hex::encode(&h.finalize()[..16])
 }

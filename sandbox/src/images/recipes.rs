@@ -6,7 +6,7 @@
 //! not `eclipse-temurin`.
 
 /// Bumped when the build steps shared by all recipes change, so every image is rebuilt.
-pub const RECIPE_FORMAT: u32 = 3;
+pub const RECIPE_FORMAT: u32 = 2;
 
 /// The Debian release and mirrors images are built from, and which their `sources.list` names.
 pub const SUITE: &str = "bookworm";
