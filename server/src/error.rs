@@ -26,6 +26,8 @@ pub enum AppError {
     SessionNotReady { id: String, state: &'static str },
     #[error("all {max} session slots are in use; try again later")]
     OutOfCapacity { max: usize },
+    #[error("too many new sessions from your address: try again in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
     #[error("the session machine could not start: {reason}")]
     StartFailed { reason: String },
     #[error("this exercise has no task {task:?}")]
@@ -62,6 +64,7 @@ impl AppError {
             AppError::NoMoreHints { .. } => StatusCode::CONFLICT,
             AppError::SessionNotReady { .. } => StatusCode::CONFLICT,
             AppError::OutOfCapacity { .. } | AppError::StartFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +80,7 @@ impl AppError {
             AppError::UnknownSession { .. } => "unknown_session",
             AppError::SessionNotReady { .. } => "session_not_ready",
             AppError::OutOfCapacity { .. } => "out_of_capacity",
+            AppError::RateLimited { .. } => "rate_limited",
             AppError::StartFailed { .. } => "start_failed",
             AppError::UnknownTask { .. } => "unknown_task",
             AppError::NoMoreHints { .. } => "no_more_hints",

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod pages;
 pub mod ports;
+pub mod ratelimit;
 pub mod registry;
 pub mod sessions;
 pub mod store;

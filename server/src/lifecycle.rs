@@ -32,11 +32,43 @@ pub async fn destroy_session(state: &AppState, session: &Session, reason: &str) 
     }
 }
 
-/// Destroys every expired session now.
+/// Destroys every expired or idle session now, and warns the learners whose session ends soon.
 pub async fn reap_expired(state: &AppState) {
-    for session in state.sessions.take_expired(Instant::now()) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = Instant::now();
+    for session in state.sessions.take_expired(now) {
         let span = tracing::info_span!("session", id = %session.id);
-        destroy_session(state, &session, "the session expired").instrument(span).await;
+        destroy_session(state, &session, "the session reached its time limit").instrument(span).await;
+    }
+    let (idle_limit, warn) = (state.config.idle_timeout, state.config.end_warning);
+    let minutes = |d: std::time::Duration| d.as_secs().div_ceil(60).max(1);
+    for session in state.sessions.all() {
+        let span = tracing::info_span!("session", id = %session.id);
+        let idle = session.terminal.idle_for();
+        if idle >= idle_limit {
+            if let Some(session) = state.sessions.remove(&session.id) {
+                state.grading.forget(&session.id);
+                let reason = format!("nothing happened in the lab for {} minutes", minutes(idle_limit));
+                destroy_session(state, &session, &reason).instrument(span).await;
+            }
+            continue;
+        }
+        if idle + warn >= idle_limit {
+            if !session.terminal.warned_idle.swap(true, Relaxed) {
+                let text = format!(
+                    "Nothing has happened here for a while: this lab ends in {} minutes unless you type something.",
+                    minutes(idle_limit - idle)
+                );
+                session.terminal.notice(&text).await;
+            }
+        } else {
+            session.terminal.warned_idle.store(false, Relaxed);
+        }
+        let left = session.deadline.saturating_duration_since(now);
+        if left <= warn && !session.terminal.warned_expiry.swap(true, Relaxed) {
+            let text = format!("This lab reaches its time limit in {} minutes; then its machine is removed.", minutes(left));
+            session.terminal.notice(&text).await;
+        }
     }
 }
 
@@ -137,5 +169,33 @@ pub async fn adopt_leftovers(state: &AppState) {
         }
         .instrument(span)
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::testing::{fake_state, ready_session};
+
+    #[tokio::test]
+    async fn idle_sessions_are_warned_then_ended_and_activity_keeps_them() {
+        let config = ServerConfig { idle_timeout: Duration::from_millis(300), end_warning: Duration::from_millis(250), ..ServerConfig::default() };
+        let (state, backend) = fake_state(config);
+        let (idle, _) = ready_session(&state, &backend).await;
+        let (busy, _) = ready_session(&state, &backend).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reap_expired(&state).await;
+        assert!(state.sessions.get(&idle).unwrap().terminal.warned_idle.load(std::sync::atomic::Ordering::Relaxed));
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            state.sessions.get(&busy).unwrap().terminal.touch();
+            reap_expired(&state).await;
+        }
+        assert!(state.sessions.get(&idle).is_none(), "the idle session ended");
+        assert!(state.sessions.get(&busy).is_some(), "the busy session lives");
+        assert_eq!(*backend.destroyed.lock().unwrap(), vec![idle]);
     }
 }

@@ -139,6 +139,11 @@ impl SessionRegistry {
         expired.iter().filter_map(|id| sessions.remove(id)).collect()
     }
 
+    /// Every session, for periodic checks.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
     /// Removes and returns every session.
     pub fn take_all(&self) -> Vec<Arc<Session>> {
         lock(&self.sessions).drain().map(|(_, s)| s).collect()

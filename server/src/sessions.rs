@@ -86,8 +86,12 @@ pub struct ExecBody {
 async fn create_session(
     State(state): State<AppState>,
     learner: Option<Extension<CurrentLearner>>,
+    client: crate::ratelimit::ClientAddr,
     Json(body): Json<CreateSession>,
 ) -> Result<(StatusCode, Json<CreatedSession>), AppError> {
+    if let Err(wait) = state.create_limiter.check(client.0, Instant::now()) {
+        return Err(AppError::RateLimited { retry_after_s: wait.as_secs().max(1) });
+    }
     let exercise = body.exercise;
     if exercise.is_empty() || exercise.len() > MAX_EXERCISE_ID {
         return Err(AppError::BadRequest(format!(
@@ -174,6 +178,7 @@ async fn exec(
     let session = authorize(&state, &id, &headers, None)?;
     let request = validate_exec(body, state.config.exec_timeout_max)?;
     require_ready(&session)?;
+    session.terminal.touch();
     let span = tracing::info_span!("session", id = %session.id);
     async {
         let program = request.cmd[0].clone();

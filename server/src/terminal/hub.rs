@@ -62,6 +62,11 @@ pub struct TerminalHub {
     controls: broadcast::Sender<ServerControl>,
     /// The latest `checks` message, sent to each viewer as it attaches.
     latest_checks: Mutex<Option<ServerControl>>,
+    /// When the learner last typed (or ran a command through the API): idle sessions end.
+    last_activity: Arc<Mutex<std::time::Instant>>,
+    /// Which end-of-session warnings were already written to the terminal.
+    pub warned_idle: std::sync::atomic::AtomicBool,
+    pub warned_expiry: std::sync::atomic::AtomicBool,
 }
 
 /// One viewer's attachment to the shell.
@@ -105,6 +110,27 @@ impl TerminalHub {
             shell: tokio::sync::Mutex::new(None),
             controls,
             latest_checks: Mutex::new(None),
+            last_activity: Arc::new(Mutex::new(std::time::Instant::now())),
+            warned_idle: std::sync::atomic::AtomicBool::new(false),
+            warned_expiry: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Records learner activity now (keystrokes do this by themselves).
+    pub fn touch(&self) {
+        *lock(&self.last_activity) = std::time::Instant::now();
+        self.warned_idle.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the learner last did anything.
+    pub fn idle_for(&self) -> Duration {
+        lock(&self.last_activity).elapsed()
+    }
+
+    /// Writes a line from docklab itself into every viewer's terminal (not into the shell).
+    pub async fn notice(&self, text: &str) {
+        if let Some(shell) = self.shell.lock().await.as_ref() {
+            shell.publish(Bytes::from(format!("\r\n\x1b[1;33m[docklab] {text}\x1b[0m\r\n")));
         }
     }
 
@@ -147,7 +173,7 @@ impl TerminalHub {
         }
         let terminal = open().await.map_err(|source| HubError::Open { id: self.session_id.clone(), source })?;
         tracing::info!("shell started");
-        let shell = Shell::start(terminal, &self.config);
+        let shell = Shell::start(terminal, &self.config, self.last_activity.clone());
         *current = Some(shell.clone());
         let (replay, events, ended) = shell.subscribe();
         let (controls, checks) = (self.controls.subscribe(), lock(&self.latest_checks).clone());
@@ -185,7 +211,7 @@ impl std::fmt::Debug for Shell {
 }
 
 impl Shell {
-    fn start(terminal: Terminal, config: &TerminalConfig) -> Arc<Shell> {
+    fn start(terminal: Terminal, config: &TerminalConfig, activity: Arc<Mutex<std::time::Instant>>) -> Arc<Shell> {
         let Terminal { output, input, resize, exited } = terminal;
         let (input_tx, input_rx) = mpsc::channel(config.input_backlog.max(1));
         let (events, _) = broadcast::channel(config.viewer_backlog.max(1));
@@ -197,7 +223,7 @@ impl Shell {
             tasks: Mutex::new(Vec::new()),
         });
         // The writer is registered before the reader starts, so the reader can always stop it.
-        let writer = tokio::spawn(pump_input(input, input_rx));
+        let writer = tokio::spawn(pump_input(input, input_rx, activity));
         lock(&shell.tasks).push(writer.abort_handle());
         let reader = tokio::spawn(pump_output(shell.clone(), output, exited));
         lock(&shell.tasks).push(reader.abort_handle());
@@ -246,8 +272,13 @@ impl Shell {
     }
 }
 
-async fn pump_input(mut input: std::pin::Pin<Box<dyn AsyncWrite + Send>>, mut keys: mpsc::Receiver<Bytes>) {
+async fn pump_input(
+    mut input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+    mut keys: mpsc::Receiver<Bytes>,
+    activity: Arc<Mutex<std::time::Instant>>,
+) {
     while let Some(bytes) = keys.recv().await {
+        *lock(&activity) = std::time::Instant::now();
         if let Err(err) = async { input.write_all(&bytes).await?; input.flush().await }.await {
             tracing::debug!(%err, "writing to the shell failed");
             break;
