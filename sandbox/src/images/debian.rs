@@ -73,6 +73,9 @@ pub fn bootstrap(image: &str, root: &Path, variant: &str, packages: &[&str], sli
         for e in SLIM_EXCLUDES {
             cmd.arg(format!("--dpkgopt={e}"));
         }
+        // Without man pages openjdk's postinst fails (update-alternatives links a man page into
+        // /usr/share/man/man1), the well-known slim-image bug; the official images make it too.
+        cmd.arg("--essential-hook=mkdir -p \"$1/usr/share/man/man1\"");
     }
     cmd.arg(SUITE).arg(root).args(MIRRORS).env("SOURCE_DATE_EPOCH", epoch.to_string());
     run_logged(image, "mmdebstrap", &mut cmd, log, |l| l.starts_with("I: ") || l.starts_with("E: ") || l.starts_with("W: "))?;

@@ -168,7 +168,7 @@ pub fn describe(recipe: &Recipe) -> String {
         Source::Busybox => format!("{BUSYBOX} from the host's busybox-static, one link per applet"),
         Source::HelloWorld => "gcc -static hello.c (host gcc, libc6-dev)".into(),
         Source::Debian { variant, packages, slim, hooks, .. } => {
-            format!("mmdebstrap --variant={variant}{} {}{}{}", pk(packages), recipes::SUITE, if slim { ", slim" } else { "" }, if hooks.is_empty() { String::new() } else { format!(", {} hooks", hooks.len()) })
+            format!("mmdebstrap --variant={variant}{} {}{}{}", pk(packages), recipes::SUITE, if slim { ", slim" } else { "" }, if hooks.is_empty() { String::new() } else { format!(", {} hook{}", hooks.len(), if hooks.len() == 1 { "" } else { "s" }) })
         }
         Source::Distroless { packages, .. } => format!("distroless: files of {} and their dependencies, from {}", packages.join(","), recipes::SUITE),
     }
