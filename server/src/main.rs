@@ -76,69 +76,6 @@ fn images(args: ImagesArgs) -> anyhow::Result<()> {
     match args.command {
         ImagesCommand::List => {
             let store = images::ImageStore::new(&args.state_dir);
-            println!("{:<44} {:>9} {:>9}  {:<19}  RECIPE", "IMAGE", "PULL", "UNPACKED", "DIGEST");
-            for recipe in images::CATALOG {
-                let stored = store.images().into_iter().find(|i| i.name == recipe.name && i.tags.iter().any(|t| t.tag == recipe.tags[0]));
-                let tags = format!("{}:{}", recipe.name, recipe.tags.join(","));
-                match stored.as_ref().and_then(|s| s.info.as_ref()) {
-                    Some(info) => println!(
-                        "{tags:<44} {:>9} {:>9}  {:<19}  {}{}",
-                        images::human(info.size),
-                        images::human(info.unpacked_size),
-                        images::short(&info.manifest_digest),
-                        info.recipe,
-                        if info.recipe_key == images::recipe_key(recipe) { "" } else { " (recipe changed: rebuild)" }
-                    ),
-                    None => println!("{tags:<44} {:>9} {:>9}  {:<19}  {}", "-", "-", "not built", images::describe(recipe)),
-                }
-            }
-            Ok(())
-        }
-        ImagesCommand::Build { names, force, jobs } => {
-            if !running_as_root() {
-                bail!("`docklab images build` must run as root: mmdebstrap installs packages into the image roots");
-            }
-            let options = images::BuildOptions { force, jobs: jobs.into() };
-            images::build(&args.state_dir, &names, &options, &mut |line| println!("{line}")).context("building images")?;
-            Ok(())
-        }
-    }
-}
-
-/// One server per state directory: two would adopt, reap and number machines over each other.
-/// The lock lasts as long as the returned file is open (the whole of `serve`).
-fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    use std::io::{Read, Seek, Write};
-    std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
-    let path = state_dir.join("serve.lock");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; it only takes an advisory lock.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        bail!(
-            "another docklab server (pid {}) is already serving from {}: stop it first, or give this one another --state-dir",
-            pid.trim(),
-            state_dir.display()
-        );
-    }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    Ok(file)
-}
-
-fn images(args: ImagesArgs) -> anyhow::Result<()> {
-    use sandbox::images;
-    match args.command {
-        ImagesCommand::List => {
-            let store = images::ImageStore::new(&args.state_dir);
             println!("{:<50} {:>9} {:>9}  {:<19}  RECIPE", "IMAGE", "PULL", "UNPACKED", "DIGEST");
             for recipe in images::CATALOG {
                 let stored = store.images().into_iter().find(|i| i.name == recipe.name && i.tags.iter().any(|t| t.tag == recipe.tags[0]));
