@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use lessons::{Catalog, Exercise, Lesson};
 use serde::Deserialize;
 
@@ -38,6 +38,8 @@ pub async fn not_found() -> Response {
 #[template(path = "home.html")]
 struct HomePage<'a> {
     lessons: &'a [Lesson],
+    /// Per lesson: (tasks done, tasks in all its exercises), for the learner behind the request.
+    progress: Vec<(usize, usize)>,
 }
 
 #[derive(Template)]
@@ -73,10 +75,21 @@ fn not_found_page(message: &str) -> Response {
     render(&NotFoundPage { message }, StatusCode::NOT_FOUND)
 }
 
-async fn home(State(catalog): State<Arc<Catalog>>) -> Response {
+async fn home(State(catalog): State<Arc<Catalog>>, learner: Option<Extension<crate::store::CurrentLearner>>) -> Response {
+    let done = learner.map(|Extension(l)| l.progress()).unwrap_or_default();
+    let progress = catalog
+        .lessons()
+        .iter()
+        .map(|lesson| {
+            let tasks: Vec<(&str, &str)> =
+                lesson.exercises.iter().flat_map(|e| e.tasks.iter().map(move |t| (e.id.as_str(), t.id.as_str()))).collect();
+            (done.done_count(tasks.iter().copied()), tasks.len())
+        })
+        .collect();
     render(
         &HomePage {
             lessons: catalog.lessons(),
+            progress,
         },
         StatusCode::OK,
     )

@@ -258,4 +258,6 @@ pub fn machine_path(path: &str) -> String {
 }
 
 #[cfg(test)]
+mod route_tests;
+#[cfg(test)]
 mod tests;
