@@ -97,6 +97,12 @@ pub trait MachineBackend: Send + Sync + 'static {
     async fn destroy(&self, id: &str) -> Result<(), SandboxError>;
     /// Machines found on disk from an earlier run of the server (ids), for adoption or reaping.
     async fn leftovers(&self) -> Vec<String>;
+    /// What the machine's init last said about its Docker engine, as `STATE | CRASHES`: STATE is
+    /// `ready`, `docker-crashed: …`, `docker-restarting` or `stopping`; CRASHES is
+    /// `<count> <last reason>` (or `0`). `None` when unknown.
+    async fn docker_status(&self, _id: &str) -> Option<String> {
+        None
+    }
     /// Takes over a running machine that an earlier server left (its owner is gone).
     async fn adopt(&self, id: &str) -> Result<MachineInfo, SandboxError> {
         Err(SandboxError::UnknownMachine { id: id.to_string() })

@@ -190,6 +190,11 @@ fn write_state(state: &str) {
     let _ = fs::write(STATE_FILE, format!("{state}\n"));
 }
 
+/// Counts dockerd crashes for the host to notice even when the restart is quicker than it looks.
+fn record_crash(count: u32, why: &str) {
+    let _ = fs::write("/run/docklab/crashes", format!("{count} {why}\n"));
+}
+
 fn open_log(path: &str) -> Result<File, InitError> {
     let p = Path::new(path);
     if let Some(parent) = p.parent() {
@@ -298,11 +303,13 @@ fn supervise(spec: &Spec, status: &mut File) -> Result<isize, InitError> {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == dockerd => {
                     eprintln!("dockerd exited with code {code}");
+                    record_crash(restarts + 1, &format!("dockerd exited with code {code}"));
                     write_state(&format!("docker-crashed: dockerd exited with code {code}"));
                     next_restart = Some(Instant::now() + backoff(restarts));
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == dockerd => {
                     eprintln!("dockerd was killed by {sig}");
+                    record_crash(restarts + 1, &format!("dockerd was killed by {sig}"));
                     write_state(&format!("docker-crashed: dockerd was killed by {sig}"));
                     next_restart = Some(Instant::now() + backoff(restarts));
                 }

@@ -631,6 +631,14 @@ impl MachineBackend for SessionManager {
         })
     }
 
+    async fn docker_status(&self, id: &str) -> Option<String> {
+        validate_id(id).ok()?;
+        let dir = self.session_dir(id).join("control");
+        let state = fs::read_to_string(dir.join("state")).ok()?;
+        let crashes = fs::read_to_string(dir.join("crashes")).unwrap_or_else(|_| "0".into());
+        Some(format!("{} | {}", state.trim(), crashes.trim()).chars().take(300).collect())
+    }
+
     async fn save_meta(&self, id: &str, meta: &[u8]) -> Result<(), SandboxError> {
         use std::os::unix::fs::OpenOptionsExt;
         let rec = self.record(id)?;

@@ -90,9 +90,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     lifecycle::adopt_leftovers(&state).await;
     let reaper = lifecycle::spawn_reaper(state.clone());
+    let docker_watch = lifecycle::spawn_docker_watch(state.clone());
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     reaper.abort();
+    docker_watch.abort();
     if state.config.end_sessions_on_exit {
         lifecycle::destroy_all_sessions_on_shutdown(&state).await;
     } else {

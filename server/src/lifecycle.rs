@@ -72,6 +72,43 @@ pub async fn reap_expired(state: &AppState) {
     }
 }
 
+/// Tells learners, in their terminal, when the Docker engine in their machine crashes and when
+/// it is back (the machine's init restarts it). Runs until aborted.
+pub fn spawn_docker_watch(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let sessions = state.sessions.all();
+            last.retain(|id, _| sessions.iter().any(|s| &s.id == id));
+            for session in sessions {
+                let Some(status) = state.backend.docker_status(&session.id).await else { continue };
+                let before = last.insert(session.id.clone(), status.clone());
+                let Some(before) = before else { continue };
+                if before == status {
+                    continue;
+                }
+                let split = |s: &str| {
+                    let (state, crashes) = s.split_once(" | ").unwrap_or((s, "0"));
+                    let (count, why) = crashes.split_once(' ').unwrap_or((crashes, ""));
+                    (state.to_string(), count.parse::<u64>().unwrap_or(0), why.to_string())
+                };
+                let ((old_state, old_count, _), (new_state, new_count, why)) = (split(&before), split(&status));
+                tracing::info!(session = %session.id, %status, "docker engine status changed");
+                if new_count > old_count {
+                    let text = format!("Docker in your machine stopped ({why}). docklab is restarting it; containers with a restart policy come back with it.");
+                    session.terminal.notice(&text).await;
+                }
+                if new_state == "ready" && (old_state != "ready" || new_count > old_count) {
+                    session.terminal.notice("Docker in your machine is running again.").await;
+                }
+            }
+        }
+    })
+}
+
 /// Runs [`reap_expired`] every `reap_interval` until the task is aborted.
 pub fn spawn_reaper(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {

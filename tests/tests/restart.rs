@@ -22,7 +22,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start_server(port: u16) -> Child {
+/// A running `docklab serve`, killed if the test fails half-way (so the next run is not locked out).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(port: u16) -> Server {
     let log = std::fs::File::create(std::env::temp_dir().join(format!("docklab-restart-{port}.log"))).unwrap();
     let child = Command::new(docklab_bin())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
@@ -36,7 +46,7 @@ fn start_server(port: u16) -> Child {
         assert!(Instant::now() < deadline, "server on {port} did not become healthy");
         std::thread::sleep(Duration::from_millis(100));
     }
-    child
+    Server(child)
 }
 
 fn curl(port: u16, args: &[&str]) -> String {
@@ -69,6 +79,19 @@ async fn terminal_roundtrip(port: u16, id: &str, token: &str, line: &str, want: 
         }
     }
     let _ = ws.close(None).await;
+}
+
+/// What a viewer attaching now sees first (the replayed recent output).
+async fn terminal_text(port: u16, id: &str, token: &str) -> String {
+    let url = format!("ws://127.0.0.1:{port}/api/sessions/{id}/terminal?token={token}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("terminal websocket");
+    let mut seen = String::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(700), ws.next()).await {
+        if let Message::Binary(b) = m {
+            seen.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    seen
 }
 
 /// Host-wide counts of what machines use, to compare before and after.
@@ -110,8 +133,8 @@ async fn sessions_survive_kill_9_and_graceful_restarts_and_a_second_server_is_re
     assert!(String::from_utf8_lossy(&second.stderr).contains("already serving"), "{}", String::from_utf8_lossy(&second.stderr));
 
     // kill -9: nothing gets a chance to clean up. The next server adopts the session.
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     let mut server = start_server(port);
     let state: serde_json::Value =
         serde_json::from_str(&curl(port, &["-H", &format!("Authorization: Bearer {token}"), &format!("/api/sessions/{id}")])).unwrap();
@@ -121,16 +144,25 @@ async fn sessions_survive_kill_9_and_graceful_restarts_and_a_second_server_is_re
     terminal_roundtrip(port, &id, &token, "echo mark=$MARK", "mark=kept-42").await;
 
     // A graceful stop leaves the session for the next server too.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    server.wait().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.0.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    server.0.wait().unwrap();
     let mut server = start_server(port);
     terminal_roundtrip(port, &id, &token, "echo again=$MARK", "again=kept-42").await;
+
+    // The learner kills their Docker engine: the page is told, and told again when it is back.
+    let out = exec(port, &id, &token, "kill -9 $(pidof dockerd); sleep 2; for i in $(seq 1 100); do docker info >/dev/null 2>&1 && echo back && break; sleep 0.2; done");
+    assert_eq!(out["stdout"], "back\n", "{out}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    terminal_roundtrip(port, &id, &token, "echo seen-$((2+2))", "seen-4").await;
+    let replay = terminal_text(port, &id, &token).await;
+    assert!(replay.contains("Docker in your machine stopped"), "{replay}");
+    assert!(replay.contains("Docker in your machine is running again"), "{replay}");
 
     // Ending the session now leaves nothing behind.
     let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", &format!("Authorization: Bearer {token}"), &format!("/api/sessions/{id}")]);
     assert_eq!(code, "204");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while host_counts() != before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
