@@ -367,6 +367,28 @@
     lab.classList.toggle("all-done", all.length > 0 && done.length === all.length);
   }
 
+  // ---- hints --------------------------------------------------------------------------------
+
+  // Opening a task's hints while a lab runs reveals them through the API, which records them in
+  // the learner's progress (one request per hint not yet recorded in this session).
+  document.addEventListener(
+    "toggle",
+    function (event) {
+      const details = event.target;
+      if (!details.matches || !details.matches("details.hints") || !details.open || !session) return;
+      const li = details.closest(".task");
+      if (!li) return;
+      const shown = Number(li.dataset.hintsRecorded || 0);
+      const total = details.querySelectorAll("li").length;
+      li.dataset.hintsRecorded = String(total);
+      const url = "/api/sessions/" + encodeURIComponent(session.id) + "/hints/" + encodeURIComponent(li.dataset.taskId);
+      for (let i = shown; i < total; i++) {
+        fetch(url, { method: "POST", headers: { Authorization: "Bearer " + session.token } }).catch(function () {});
+      }
+    },
+    true
+  );
+
   // ---- runnable snippets --------------------------------------------------------------------
 
   function typeSnippet(text) {
