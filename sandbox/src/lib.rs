@@ -22,6 +22,7 @@ pub mod network;
 pub mod pty;
 pub mod registry;
 pub mod relay;
+pub mod services;
 pub mod setup;
 pub mod spec;
 pub mod sys;

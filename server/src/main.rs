@@ -51,6 +51,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let helper_exe = std::env::current_exe().context("finding the docklab executable")?;
     let backend = SessionManager::new(SandboxConfig::new(&args.state_dir, helper_exe))
         .context("preparing session machines")?;
+    // The machines' bridge and firewall, and the services machines reach on it.
+    backend.ensure_network().context("setting up the session network")?;
+    let network = backend.config().network.clone();
     let catalog = match &args.lessons_dir {
         Some(dir) => lessons::Catalog::load(dir),
         None => lessons::Catalog::embedded(),
@@ -64,6 +67,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
+        let _services = match sandbox::services::spawn(&args.state_dir, &network).await {
+            Ok(handles) => handles,
+            Err(err) => {
+                tracing::error!(error = %err, "session machines will have no image registry or package proxy");
+                Vec::new()
+            }
+        };
         tracing::info!(address = %args.listen, "docklab is serving");
         app::serve(listener, state, shutdown_signal()).await.context("serving")
     })?;

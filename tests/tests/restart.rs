@@ -3,66 +3,13 @@
 //! its containers and its very shell; a second server on the same state directory is refused;
 //! and deleting the session afterwards leaves nothing behind.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-fn docklab_bin() -> PathBuf {
-    let p = std::env::var_os("DOCKLAB_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/docklab"));
-    assert!(p.exists(), "{} is missing: build it first (`cargo build -p docklab-server`)", p.display());
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running `docklab serve`, killed if the test fails half-way (so the next run is not locked out).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(port: u16) -> Server {
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("docklab-restart-{port}.log"))).unwrap();
-    let child = Command::new(docklab_bin())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
-        .arg(docklab_tests::state_dir())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "/healthz"]) != "200" {
-        assert!(Instant::now() < deadline, "server on {port} did not become healthy");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Server(child)
-}
-
-fn curl(port: u16, args: &[&str]) -> String {
-    let mut a: Vec<String> = vec!["-s".into(), "-m".into(), "120".into()];
-    for x in args {
-        a.push(if x.starts_with('/') { format!("http://127.0.0.1:{port}{x}") } else { x.to_string() });
-    }
-    String::from_utf8_lossy(&Command::new("curl").args(&a).output().unwrap().stdout).into_owned()
-}
-
-fn exec(port: u16, id: &str, token: &str, script: &str) -> serde_json::Value {
-    let body = serde_json::json!({"cmd": ["sh", "-c", script], "timeout_s": 60}).to_string();
-    let auth = format!("Authorization: Bearer {token}");
-    let out = curl(port, &["-X", "POST", "-H", &auth, "-H", "content-type: application/json", "-d", &body, &format!("/api/sessions/{id}/exec")]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("exec answer {out:?}: {e}"))
-}
+use docklab_tests::server::{curl, docklab_bin, exec, free_port, start_server};
 
 /// Types `line` into the session's terminal and waits for `want` in its output.
 async fn terminal_roundtrip(port: u16, id: &str, token: &str, line: &str, want: &str) {
