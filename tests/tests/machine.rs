@@ -161,3 +161,34 @@ async fn shell_outlives_its_viewer_and_replays_recent_output() {
     m.destroy(&id).await.unwrap();
     assert!(traces(&id, info.uid_base).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_host_file_descriptor_leaks_into_a_machine() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = manager(HELPER);
+    let id = unique_id("fds");
+    let info = m.create(&id).await.expect("create machine");
+    let _cleanup = Cleanup { manager: m.clone(), id: id.clone() };
+    // A shell and a container running, so every kind of process the learner has is there.
+    let mut t = m.open_terminal(&id, 80, 24).await.unwrap();
+    t.input.write_all(b"docker run -d --name idle busybox sleep 600 >/dev/null; echo ok-$((2*21))\r").await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("ok-42") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(30), t.output.read(&mut buf)).await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Every open file of every process in the machine, as the machine sees it.
+    let out = sh(&*m, &id, "for f in /proc/[0-9]*/fd/*; do readlink \"$f\"; done 2>/dev/null | sort -u").await;
+    let state = docklab_tests::state_dir().display().to_string();
+    for link in out.stdout.lines() {
+        assert!(!link.contains(&state) && !link.contains("docklab/sessions"), "a host path is open inside the machine: {link}\n{}", out.stdout);
+        assert!(!link.starts_with("/work") && !link.starts_with("/home"), "a host path is open inside the machine: {link}");
+    }
+    // The machine's own terminal is on its own devpts, not the host's.
+    let out = sh(&*m, &id, "ls /dev/pts | grep -c '^[0-9]'").await;
+    assert!(out.stdout.trim().parse::<u32>().unwrap() >= 1, "the shell's terminal lives in the machine's devpts");
+    drop(t);
+    m.destroy(&id).await.unwrap();
+    assert!(traces(&id, info.uid_base).is_empty());
+}
