@@ -13,6 +13,9 @@ cargo test --workspace --no-run
 step "Setting up this machine (packages, node image)"
 "$ROOT/target/debug/docklab" setup --state-dir "$STATE_DIR"
 
+step "Removing session machines an interrupted earlier run left behind"
+"$ROOT/target/debug/docklab" reap --state-dir "$STATE_DIR"
+
 step "Unit tests and real session-machine tests"
 DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace -- --test-threads=2
 

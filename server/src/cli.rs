@@ -23,6 +23,19 @@ pub enum Command {
     Serve(ServeArgs),
     /// The base images docklab builds from Debian packages and serves to sessions.
     Images(ImagesArgs),
+    /// Remove session machines no running server or test owns (what a crash left), or, with
+    /// `--all` and no server running, every machine and docklab's network.
+    Reap(ReapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// Where docklab keeps images and session state.
+    #[arg(long, env = "DOCKLAB_STATE_DIR", default_value = "/var/lib/docklab")]
+    pub state_dir: PathBuf,
+    /// Every machine, and the bridge and firewall table too (refused while a server runs).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             .context("setup failed"),
         Command::Serve(args) => serve(args),
         Command::Images(args) => images(args),
+        Command::Reap(args) => reap(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,6 +114,46 @@ fn images(args: ImagesArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn reap(args: docklab_server::cli::ReapArgs) -> anyhow::Result<()> {
+    use sandbox::MachineBackend;
+    if !running_as_root() {
+        bail!("`docklab reap` must run as root");
+    }
+    // Holding the server's lock makes sure no server is adopting machines meanwhile.
+    let _lock = lock_state_dir(&args.state_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    let helper_exe = std::env::current_exe().context("finding the docklab executable")?;
+    let manager = SessionManager::new(SandboxConfig::new(&args.state_dir, helper_exe)).context("preparing session machines")?;
+    runtime.block_on(async {
+        let ids = if args.all {
+            std::fs::read_dir(manager.config().sessions_dir())
+                .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        } else {
+            manager.leftovers().await
+        };
+        let mut failed = 0;
+        for id in &ids {
+            match manager.destroy(id).await.or_else(|_| manager.reap_orphan(id)) {
+                Ok(()) => println!("removed session machine {id}"),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("could not remove {id}: {e}");
+                }
+            }
+        }
+        if args.all && failed == 0 {
+            manager.remove_network().context("removing docklab's bridge and firewall table")?;
+            println!("removed docklab's bridge and firewall table");
+        }
+        println!("{} session machine(s) removed, {failed} failed", ids.len() - failed);
+        if failed > 0 {
+            bail!("{failed} session machine(s) could not be removed");
+        }
+        Ok(())
+    })
 }
 
 /// One server per state directory: two would adopt, reap and number machines over each other.
