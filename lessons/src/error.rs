@@ -68,6 +68,22 @@ pub enum ContentError {
     VacuousTask { path: PathBuf, task: String },
     #[error("{path}:{line}: `# task: {task}` names no task of this exercise")]
     BadSolutionMarker { path: PathBuf, line: usize, task: String },
+    #[error("{path}: bad question file: {source}")]
+    QuestionToml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{path}: bad question file name `{name}`: question files are named after their tag ({tags})")]
+    BadQuestionFile { path: PathBuf, name: String, tags: String },
+    #[error("{path}:{line}: question `{id}`: {reason}")]
+    BadQuestion {
+        path: PathBuf,
+        line: usize,
+        id: String,
+        reason: String,
+    },
+    #[error("{path}: question `{id}` names the practical exercise `{exercise}`, which does not exist")]
+    UnknownPractical { path: PathBuf, id: String, exercise: String },
     #[error("{path}: no lessons were found here")]
     Empty { path: PathBuf },
 }

@@ -18,6 +18,7 @@
 pub mod checks;
 mod error;
 pub mod markdown;
+pub mod questions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use checks::Check;
 pub use error::ContentError;
+pub use questions::{Question, Tag};
 
 /// The lowest and highest course days that lessons may belong to.
 pub const DAYS: std::ops::RangeInclusive<u32> = 24..=30;
@@ -180,6 +182,9 @@ pub struct Catalog {
     lessons: Vec<Lesson>,
     by_lesson_id: HashMap<String, usize>,
     by_exercise_id: HashMap<String, (usize, usize)>,
+    /// The interview question bank (`day-*/questions/<tag>.toml`), in file then written order.
+    questions: Vec<Question>,
+    by_question_id: HashMap<String, usize>,
 }
 
 #[derive(rust_embed::RustEmbed)]
@@ -189,6 +194,7 @@ pub struct Catalog {
 #[include = "day-*/exercises/*/setup.sh"]
 #[include = "day-*/exercises/*/solution.sh"]
 #[include = "day-*/exercises/*/files/**"]
+#[include = "day-*/questions/*.toml"]
 struct EmbeddedContent;
 
 impl Catalog {
@@ -230,6 +236,15 @@ impl Catalog {
             let lesson_md = entry.path().join("lesson.md");
             if lesson_md.exists() {
                 files.insert(PathBuf::from(&folder).join("lesson.md"), read(&lesson_md)?);
+            }
+            let questions = entry.path().join("questions");
+            if questions.is_dir() {
+                for file in read_dir(&questions)? {
+                    let file = file.map_err(|source| ContentError::Read { path: questions.clone(), source })?;
+                    if file.path().extension().is_some_and(|e| e == "toml") {
+                        files.insert(PathBuf::from(&folder).join("questions").join(file.file_name()), read(&file.path())?);
+                    }
+                }
             }
             let exercises = entry.path().join("exercises");
             if exercises.is_dir() {
@@ -288,6 +303,16 @@ impl Catalog {
             .map(|&(l, e)| &self.lessons[l].exercises[e])
     }
 
+    /// The interview question bank, in file then written order.
+    pub fn questions(&self) -> &[Question] {
+        &self.questions
+    }
+
+    /// A question by id.
+    pub fn question(&self, id: &str) -> Option<&Question> {
+        self.by_question_id.get(id).map(|&i| &self.questions[i])
+    }
+
     /// What `GET /api/lessons` serves.
     pub fn summaries(&self) -> Vec<LessonSummary<'_>> {
         self.lessons.iter().map(Lesson::summary).collect()
@@ -297,6 +322,7 @@ impl Catalog {
     fn from_files(base: &Path, files: BTreeMap<PathBuf, Vec<u8>>) -> Result<Catalog, ContentError> {
         let mut lessons: Vec<(PathBuf, Lesson)> = Vec::new();
         let mut exercises: Vec<(PathBuf, String, Exercise)> = Vec::new();
+        let mut questions: Vec<(PathBuf, Question)> = Vec::new();
         // (lesson folder, exercise folder) → (file name or files/… path, bytes)
         let mut extras: BTreeMap<(String, String), Vec<(PathBuf, String, Vec<u8>)>> = BTreeMap::new();
         for (rel, bytes) in files {
@@ -327,6 +353,11 @@ impl Catalog {
             match parts.as_slice() {
                 [folder, file] if file == "lesson.md" => {
                     lessons.push((path.clone(), parse_lesson(&path, folder, &text)?));
+                }
+                [_, dir, file] if dir == "questions" && file.ends_with(".toml") => {
+                    let stem = file.trim_end_matches(".toml");
+                    let parsed = questions::parse_file(&path, stem, &text)?;
+                    questions.extend(parsed.into_iter().map(|q| (path.clone(), q)));
                 }
                 [folder, ex, slug, file] if ex == "exercises" && file == "exercise.toml" => {
                     exercises.push((
@@ -405,10 +436,35 @@ impl Catalog {
             by_exercise_id.insert(exercise.id.clone(), (li, lesson.exercises.len()));
             lesson.exercises.push(exercise);
         }
+        let mut by_question_id = HashMap::new();
+        let mut question_paths: HashMap<String, PathBuf> = HashMap::new();
+        for (i, (path, question)) in questions.iter().enumerate() {
+            if let Some(first) = question_paths.get(&question.id) {
+                return Err(ContentError::DuplicateId {
+                    path: path.clone(),
+                    what: "question",
+                    id: question.id.clone(),
+                    first: first.clone(),
+                });
+            }
+            if let Some(exercise) = &question.practical {
+                if !by_exercise_id.contains_key(exercise) {
+                    return Err(ContentError::UnknownPractical {
+                        path: path.clone(),
+                        id: question.id.clone(),
+                        exercise: exercise.clone(),
+                    });
+                }
+            }
+            question_paths.insert(question.id.clone(), path.clone());
+            by_question_id.insert(question.id.clone(), i);
+        }
         Ok(Catalog {
             lessons,
             by_lesson_id,
             by_exercise_id,
+            questions: questions.into_iter().map(|(_, q)| q).collect(),
+            by_question_id,
         })
     }
 }

@@ -9,3 +9,5 @@ docker kill sleeper
 # task: oom
 docker run --name hog --memory 16m --memory-swap 16m busybox tail /dev/zero || true
 docker inspect hog --format '{{.State.OOMKilled}} {{.State.ExitCode}}'
+# task: where-recorded
+docker inspect hog --format '{{json .State}}' > ~/hog-state.json
