@@ -27,8 +27,9 @@ async fn read_until(t: &mut sandbox::Terminal, needle: &[u8], limit: Duration) -
             Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
             _ => return false,
         }
-        if seen.len() > 1 << 20 {
-            seen.drain(..seen.len() - 4096);
+        // Keep only a tail long enough to hold the needle across two reads.
+        if seen.len() > 2 * buf.len() {
+            seen.drain(..seen.len() - buf.len());
         }
     }
     true
