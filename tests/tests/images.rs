@@ -137,13 +137,22 @@ fn unpack(image: &StoredImage) -> PathBuf {
     let blob = image.layout.join("blobs/sha256").join(info.layer_digest.trim_start_matches("sha256:"));
     let st = Command::new("tar").arg("-xzf").arg(&blob).arg("-C").arg(&dir).arg("--numeric-owner").status().unwrap();
     assert!(st.success(), "unpacking {}", image.name);
+    // The few device nodes a container runtime would provide.
+    std::fs::create_dir_all(dir.join("dev")).unwrap();
+    std::fs::create_dir_all(dir.join("proc")).unwrap();
+    for (name, minor) in [("null", "3"), ("zero", "5"), ("urandom", "9")] {
+        let _ = Command::new("mknod").args(["-m", "666"]).arg(dir.join("dev").join(name)).args(["c", "1", minor]).status();
+    }
     dir
 }
 
-/// Runs a command in an unpacked image with its configured environment (chroot; no /proc).
+/// Runs a command in an unpacked image with its configured environment: chroot, with its own
+/// /proc in a private mount and pid namespace (the JVM finds its libraries through /proc).
 fn run_in(root: &Path, env: &[&str], argv: &[&str]) -> (bool, String) {
-    let mut cmd = Command::new("chroot");
-    cmd.arg(root).args(argv).env_clear();
+    let mut cmd = Command::new("/usr/bin/unshare");
+    cmd.args(["--mount", "--pid", "--fork", "--propagation", "private"]).arg(format!("--mount-proc={}", root.join("proc").display()));
+    // Docker sets HOME for the container's user; so do we.
+    cmd.arg("/usr/sbin/chroot").arg(root).args(argv).env_clear().env("HOME", "/root");
     for e in env {
         let (k, v) = e.split_once('=').unwrap();
         cmd.env(k, v);
