@@ -15,7 +15,7 @@ use crate::grading::live::Grading;
 use crate::store::{ProgressStore, SqliteStore};
 use crate::metrics::Metrics;
 use crate::registry::SessionRegistry;
-use crate::{grading, lifecycle, metrics, pages, ports, sessions, store, terminal};
+use crate::{drills, grading, lifecycle, metrics, pages, ports, sessions, store, terminal};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -66,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .merge(grading::routes::router())
         .merge(store::learner::router())
         .merge(ports::router())
+        .merge(drills::router())
         .with_state(state.clone())
         .merge(pages::router(state.catalog.clone()))
         .layer(axum::middleware::from_fn_with_state(state.store.clone(), store::learner::learner_cookie))

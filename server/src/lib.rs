@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod drills;
 pub mod error;
 pub mod extract;
 pub mod grading;

@@ -4,6 +4,7 @@
 //! `<state-dir>/docklab.db`, no set-up). Learners are anonymous: a random id in the
 //! `docklab_learner` cookie ([`learner`]), with an optional display name.
 
+mod drills;
 pub mod learner;
 mod sqlite;
 
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use drills::DrillStore;
 pub use learner::CurrentLearner;
 pub use sqlite::SqliteStore;
 
@@ -31,8 +33,8 @@ pub enum StoreError {
     },
 }
 
-/// Where progress is kept.
-pub trait ProgressStore: Send + Sync {
+/// Where progress is kept (flashcard schedules included: [`DrillStore`]).
+pub trait ProgressStore: DrillStore + Send + Sync {
     /// Records that `task` of `exercise` was done (the first time counts).
     fn task_done(&self, learner: &str, exercise: &str, task: &str) -> Result<(), StoreError>;
     /// Records that hint number `index` (0-based) of `task` was revealed.

@@ -42,7 +42,7 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     let at = OffsetDateTime::now_utc();
     at.format(&Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
@@ -65,10 +65,11 @@ impl SqliteStore {
     fn init(conn: Connection) -> Result<SqliteStore, rusqlite::Error> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(super::drills::SCHEMA)?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
