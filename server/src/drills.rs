@@ -206,8 +206,8 @@ async fn api_questions(State(state): State<AppState>, Query(query): Query<Questi
         .catalog
         .questions()
         .iter()
-        .filter(|q| tag.map_or(true, |t| q.has_tag(t)))
-        .filter(|q| query.difficulty.map_or(true, |d| q.difficulty == d))
+        .filter(|q| tag.is_none_or(|t| q.has_tag(t)))
+        .filter(|q| query.difficulty.is_none_or(|d| q.difficulty == d))
         .map(Question::summary)
         .collect();
     Ok(axum::Json(list).into_response())

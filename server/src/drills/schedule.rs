@@ -177,7 +177,7 @@ pub fn daily_queue<'a>(
     new_per_day: usize,
     tag: Option<Tag>,
 ) -> DailyQueue<'a> {
-    let in_scope = |q: &&Question| tag.map_or(true, |t| q.has_tag(t));
+    let in_scope = |q: &&Question| tag.is_none_or(|t| q.has_tag(t));
     let mut due: Vec<(&Question, i64)> = bank
         .iter()
         .filter(in_scope)
