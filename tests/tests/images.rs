@@ -297,8 +297,14 @@ async fn a_session_pulls_builds_and_runs_the_course_images() {
         if recipe.smoke.is_empty() || built(&images, recipe.name).is_none() {
             continue;
         }
-        let args: Vec<String> = recipe.smoke.iter().map(|a| format!("'{a}'")).collect();
-        let (out, _) = timed("run a smoke command", format!("docker run --rm {} {}", recipe.reference(), args.join(" "))).await;
+        let args: Vec<String> = recipe.smoke.iter().map(|a| format!("'{}'", a.replace('\'', r"'\''"))).collect();
+        let run = format!("docker run --rm {} {}", recipe.reference(), args.join(" "));
+        let out = sh(&*m, &id, &run).await;
+        if out.exit_code != 0 {
+            // dockerd falls back from the mirror to Docker Hub and reports only that: show why.
+            let log = sh(&*m, &id, "grep -i 'mirror\\|next endpoint\\|error' /var/log/dockerd.log | tail -5").await;
+            panic!("{run}: {out:?}\ndockerd: {}", log.stdout);
+        }
         assert!(!out.stdout.is_empty() || !out.stderr.is_empty(), "{}", recipe.reference());
     }
     let out = sh(&*m, &id, "docker run --rm hello-world").await;
