@@ -67,6 +67,7 @@ fn refuse(status: StatusCode, why: String) -> Response {
 }
 
 /// The mirror path a request asks for, if the proxy serves it.
+#[allow(clippy::result_large_err)] // the error is the response to send
 fn allowed_path(method: &Method, uri: &Uri, host_header: Option<&str>) -> Result<String, Response> {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed: only GET and HEAD of Debian packages pass")));
@@ -123,6 +124,7 @@ async fn serve_file(file: &Path, req: Request) -> Response {
     }
 }
 
+#[allow(clippy::result_large_err)] // the error is the response to send
 async fn upstream_get(proxy: &Proxy, method: Method, path: &str, headers: &axum::http::HeaderMap) -> Result<hyper::Response<hyper::body::Incoming>, Response> {
     let url = format!("{}{}", proxy.config.upstream, path);
     let mut builder = hyper::Request::builder().method(method).uri(&url);
@@ -143,6 +145,7 @@ async fn upstream_get(proxy: &Proxy, method: Method, path: &str, headers: &axum:
 }
 
 /// Downloads a package into the cache (a temporary file, renamed when complete).
+#[allow(clippy::result_large_err)] // the error is the response to send
 async fn fetch_into_cache(proxy: &Proxy, path: &str, file: &Path) -> Result<(), Response> {
     let resp = upstream_get(proxy, Method::GET, path, &Default::default()).await?;
     if resp.status() != StatusCode::OK {
