@@ -9,5 +9,8 @@ docker pause box
 docker unpause box
 # task: stop
 docker stop -t 1 box
+docker start box
+docker restart -t 1 box
+docker kill box
 # task: remove
 docker rm box

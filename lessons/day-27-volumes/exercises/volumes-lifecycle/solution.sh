@@ -9,5 +9,6 @@ docker run --name writer --mount type=volume,source=app-data,target=/data busybo
 docker rm writer
 docker run --name reader -v app-data:/data busybox cat /data/greeting.txt
 # task: remove
+! docker volume rm app-data 2> ~/in-use.txt
 docker rm reader
 docker volume rm app-data

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Reference solution. The test suite runs it step by step, grading after each `# task:` line.
-# (Shorter sleeps than the hints suggest, so the test does not wait long.)
+# (Shorter sleeps than the brief suggests, so the test does not wait long.)
 set -e
 # task: stays-down
 docker run -d --name fragile busybox sh -c 'sleep 1; exit 1'
@@ -11,5 +11,6 @@ for i in $(seq 1 60); do
   [ "$(docker inspect resilient --format '{{.RestartCount}}')" -ge 2 ] && break
   sleep 0.5
 done
-# task: limits
-docker run -d --name neighbour --memory 32m --cpus 0.5 busybox sleep 3600
+# task: stop-wins
+docker stop -t 1 resilient
+sleep 2
