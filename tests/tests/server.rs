@@ -61,6 +61,23 @@ async fn a_learner_pulls_nginx_sees_it_through_the_port_preview_and_floods_the_t
     assert_eq!(out["stdout"], "up\n", "{out}");
     std::thread::sleep(Duration::from_secs(1));
 
+    // The page learns about the published port over the terminal WebSocket, to show it as a link.
+    let url = format!("ws://127.0.0.1:{port}/api/sessions/{id}/terminal?token={token}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("terminal websocket");
+    let mut ports_msg = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        if let Message::Text(t) = m {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "ports" && !v["ports"].as_array().unwrap().is_empty() {
+                ports_msg = Some(v);
+                break;
+            }
+        }
+    }
+    let ports_msg = ports_msg.expect("a ports message");
+    assert_eq!(ports_msg["ports"][0], serde_json::json!({"port": 8080, "target": 80, "container": "web"}), "{ports_msg}");
+    drop(ws);
+
     // Without the token: refused. With it: a cookie, then the page itself.
     let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", &format!("/sessions/{id}/ports/8080/")]);
     assert_eq!(code, "401");

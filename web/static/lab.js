@@ -313,6 +313,42 @@
       }
     } else if (msg.type === "checks" && Array.isArray(msg.tasks)) {
       updateTasks(msg.tasks);
+    } else if (msg.type === "ports" && Array.isArray(msg.ports)) {
+      showPorts(msg.ports);
+    }
+  }
+
+  // Ports published in the machine (`docker run -p 8080:80 …`), as links through the preview.
+  function showPorts(ports) {
+    let box = document.getElementById("lab-ports");
+    if (!box) {
+      box = document.createElement("div");
+      box.id = "lab-ports";
+      box.className = "lab-ports";
+      const terminal = document.getElementById("terminal");
+      terminal.parentNode.insertBefore(box, terminal);
+    }
+    box.textContent = "";
+    if (!session || ports.length === 0) {
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    const label = document.createElement("span");
+    label.className = "lab-ports-label";
+    label.textContent = "Published ports:";
+    box.appendChild(label);
+    for (const p of ports) {
+      const port = Number(p.port);
+      if (!Number.isInteger(port) || port < 1 || port > 65535) continue;
+      const a = document.createElement("a");
+      a.href = "/sessions/" + encodeURIComponent(session.id) + "/ports/" + port + "/?token=" + encodeURIComponent(session.token);
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.className = "lab-port";
+      a.textContent = port + " → " + String(p.container || "") + ":" + Number(p.target);
+      a.title = "Open what listens on port " + port + " in your machine";
+      box.appendChild(a);
     }
   }
 

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::{evaluate, lock, BackendShell, Grader, Scope, TaskReport, TaskStatus};
 use crate::app::AppState;
 use crate::registry::Session;
-use crate::terminal::protocol::ServerControl;
+use crate::terminal::protocol::{PublishedPort, ServerControl};
 
 /// How often file-based checks are re-evaluated.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -171,6 +171,8 @@ pub async fn refresh(state: &AppState, session: &Session, live: &LiveSession, sc
 
 async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
     refresh(&state, &session, &live, Scope::All).await;
+    let mut ports = None;
+    publish_ports(&session, &live, &mut ports).await;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -195,6 +197,7 @@ async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
                     }
                     if relevant {
                         refresh(&state, &session, &live, Scope::All).await;
+                        publish_ports(&session, &live, &mut ports).await;
                     }
                 }
                 Some(Err(err)) => {
@@ -211,6 +214,27 @@ async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
                 refresh(&state, &session, &live, Scope::Tick).await;
             }
         }
+    }
+}
+
+/// Tells the session's viewers which ports its containers publish, when that changed.
+async fn publish_ports(session: &Session, live: &LiveSession, last: &mut Option<Vec<PublishedPort>>) {
+    let options = bollard::query_parameters::ListContainersOptions { all: false, ..Default::default() };
+    let Ok(containers) = live.grader.docker().list_containers(Some(options)).await else { return };
+    let mut ports: Vec<PublishedPort> = containers
+        .iter()
+        .flat_map(|c| {
+            let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
+            c.ports.clone().unwrap_or_default().into_iter().filter_map(move |p| {
+                Some(PublishedPort { port: p.public_port?, target: p.private_port, container: name.clone() })
+            })
+        })
+        .collect();
+    ports.sort();
+    ports.dedup_by_key(|p| p.port);
+    if last.as_ref() != Some(&ports) {
+        session.terminal.publish_control(ServerControl::Ports { ports: ports.clone() });
+        *last = Some(ports);
     }
 }
 

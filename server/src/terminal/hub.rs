@@ -62,6 +62,8 @@ pub struct TerminalHub {
     controls: broadcast::Sender<ServerControl>,
     /// The latest `checks` message, sent to each viewer as it attaches.
     latest_checks: Mutex<Option<ServerControl>>,
+    /// The latest `ports` message, likewise.
+    latest_ports: Mutex<Option<ServerControl>>,
     /// When the learner last typed (or ran a command through the API): idle sessions end.
     last_activity: Arc<Mutex<std::time::Instant>>,
     /// Which end-of-session warnings were already written to the terminal.
@@ -83,6 +85,8 @@ pub struct Viewer {
     pub controls: broadcast::Receiver<ServerControl>,
     /// The latest `checks` message at attach time, if any.
     pub checks: Option<ServerControl>,
+    /// The latest `ports` message at attach time, if any.
+    pub ports: Option<ServerControl>,
     shell: Arc<Shell>,
 }
 
@@ -110,6 +114,7 @@ impl TerminalHub {
             shell: tokio::sync::Mutex::new(None),
             controls,
             latest_checks: Mutex::new(None),
+            latest_ports: Mutex::new(None),
             last_activity: Arc::new(Mutex::new(std::time::Instant::now())),
             warned_idle: std::sync::atomic::AtomicBool::new(false),
             warned_expiry: std::sync::atomic::AtomicBool::new(false),
@@ -140,6 +145,9 @@ impl TerminalHub {
         if matches!(control, ServerControl::Checks { .. }) {
             *lock(&self.latest_checks) = Some(control.clone());
         }
+        if matches!(control, ServerControl::Ports { .. }) {
+            *lock(&self.latest_ports) = Some(control.clone());
+        }
         // An error only means no viewer is attached right now.
         let _ = self.controls.send(control);
     }
@@ -168,7 +176,7 @@ impl TerminalHub {
             let (replay, events, ended) = shell.subscribe();
             if ended.is_none() {
                 let (controls, checks) = (self.controls.subscribe(), lock(&self.latest_checks).clone());
-                return Ok(Viewer { replay, events, ended, mode, controls, checks, shell: shell.clone() });
+                return Ok(Viewer { replay, events, ended, mode, controls, checks, ports: lock(&self.latest_ports).clone(), shell: shell.clone() });
             }
         }
         let terminal = open().await.map_err(|source| HubError::Open { id: self.session_id.clone(), source })?;
@@ -177,7 +185,7 @@ impl TerminalHub {
         *current = Some(shell.clone());
         let (replay, events, ended) = shell.subscribe();
         let (controls, checks) = (self.controls.subscribe(), lock(&self.latest_checks).clone());
-        Ok(Viewer { replay, events, ended, mode, controls, checks, shell })
+        Ok(Viewer { replay, events, ended, mode, controls, checks, ports: lock(&self.latest_ports).clone(), shell })
     }
 
     /// Hangs up the shell, if any, telling every viewer `reason`.

@@ -26,6 +26,19 @@ pub enum ServerControl {
     Error { message: String },
     /// Every task's grade, sent whenever one changes (and to a viewer as it attaches).
     Checks { tasks: Vec<crate::grading::TaskReport> },
+    /// The ports containers publish in the machine, whenever they change (and on attach); each
+    /// is reachable through the port preview at `/sessions/{id}/ports/{port}/`.
+    Ports { ports: Vec<PublishedPort> },
+}
+
+/// One published port of a container in the learner's machine.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// The port on the machine (`-p 8080:80` → 8080).
+    pub port: u16,
+    /// The container's port behind it (80).
+    pub target: u16,
+    pub container: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,8 +40,8 @@ where
     {
         return ViewerExit::ClientLeft;
     }
-    if let Some(checks) = viewer.checks.take() {
-        if send_control(&mut sink, &checks).await.is_err() {
+    for control in [viewer.checks.take(), viewer.ports.take()].into_iter().flatten() {
+        if send_control(&mut sink, &control).await.is_err() {
             return ViewerExit::ClientLeft;
         }
     }
