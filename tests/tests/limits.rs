@@ -97,3 +97,43 @@ async fn memory_hog_is_oom_killed_inside_its_machine() {
     assert_eq!(out.stdout.trim(), "still-up", "{out:?}");
     m.destroy(&id).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_hog_on_every_core_leaves_another_machines_terminal_responsive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = manager_with(|_| {});
+    let (hog, calm) = (unique_id("hog"), unique_id("snappy"));
+    m.create(&hog).await.expect("create");
+    let _c1 = Cleanup { manager: m.clone(), id: hog.clone() };
+    m.create(&calm).await.expect("create");
+    let _c2 = Cleanup { manager: m.clone(), id: calm.clone() };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
+    sh(&*m, &hog, &format!("for i in $(seq 1 {cores}); do (while :; do :; done) >/dev/null 2>&1 & done; echo started")).await;
+
+    let mut t = m.open_terminal(&calm, 80, 24).await.unwrap();
+    t.input.write_all(b"stty -echo; echo go-$((1+1))\r").await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("go-2") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), t.output.read(&mut buf)).await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let marker = format!("k{i}z");
+        let started = Instant::now();
+        t.input.write_all(format!("echo {marker}\r").as_bytes()).await.unwrap();
+        let mut seen = String::new();
+        while !seen.contains(&marker) {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), t.output.read(&mut buf)).await.unwrap().unwrap();
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        worst = worst.max(started.elapsed());
+    }
+    // Generous for a shared 2-core CI machine; typical is a few milliseconds.
+    assert!(worst < Duration::from_millis(500), "keystroke echo took {worst:?} next to a CPU hog");
+    drop(t);
+    m.destroy(&hog).await.unwrap();
+    m.destroy(&calm).await.unwrap();
+}
