@@ -263,8 +263,17 @@
       $("mock-rows").replaceChildren(
         ...results.map((r) => {
           const tr = document.createElement("tr");
-          const cells = [r.question.question, SCORES[r.score], `${r.hit} of ${r.total}`, fmt(r.seconds)];
-          for (const text of cells) {
+          const question = document.createElement("td");
+          question.innerHTML = r.question.question_html;
+          if (r.question.practical) {
+            const [lesson, slug] = r.question.practical.split("/");
+            const link = document.createElement("a");
+            link.href = `/lessons/${lesson}?exercise=${slug}`;
+            link.textContent = "Prove it in a lab";
+            question.append(" ", link);
+          }
+          tr.append(question);
+          for (const text of [SCORES[r.score], `${r.hit} of ${r.total}`, fmt(r.seconds)]) {
             const td = document.createElement("td");
             td.textContent = text;
             tr.append(td);
