@@ -12,10 +12,45 @@ pub fn state_dir() -> PathBuf {
     std::env::var_os("DOCKLAB_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/docklab"))
 }
 
-/// A real session manager whose helper is this package's `docklab-test-helper` binary.
+/// A real session manager whose helper is this package's `docklab-test-helper` binary, with the
+/// session network up and docklab's registry and package proxy serving machines (as the server
+/// does), so machines pull images exactly as a learner's do.
 pub fn manager(helper: &str) -> Arc<SessionManager> {
     let cfg = SandboxConfig::new(state_dir(), helper);
-    Arc::new(SessionManager::new(cfg).expect("session manager"))
+    let m = Arc::new(SessionManager::new(cfg).expect("session manager"));
+    ensure_session_services(&m);
+    m
+}
+
+static SERVICES: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// Starts the registry and package proxy on the bridge once per test process, on a runtime of
+/// their own, so they outlive any single test's runtime. When something else already serves them
+/// (a `docklab serve` started by a test), that one is used.
+pub fn ensure_session_services(m: &SessionManager) {
+    m.ensure_network().expect("the session network (bridge and firewall table)");
+    SERVICES.get_or_init(|| {
+        let net = m.config().network.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                match sandbox::services::spawn(&state_dir(), &net).await {
+                    Ok(handles) => {
+                        let _ = tx.send(());
+                        for h in handles {
+                            let _ = h.await;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("docklab tests: not serving the registry here ({e}); another process does");
+                        let _ = tx.send(());
+                    }
+                }
+            });
+        });
+        let _ = rx.recv();
+    });
 }
 
 /// A unique machine id for one test.
