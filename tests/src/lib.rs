@@ -33,7 +33,7 @@ pub fn ensure_session_services(m: &SessionManager) {
         let net = m.config().network.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
                 match sandbox::services::spawn(&state_dir(), &net).await {
                     Ok(handles) => {
