@@ -108,8 +108,10 @@ async fn every_snippet_runs_in_a_fresh_session_of_its_lesson() {
     let only = std::env::var("DOCKLAB_SNIPPETS_LESSON").ok();
     let lessons: Vec<Lesson> =
         catalog.lessons().iter().filter(|l| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == l.id))).cloned().collect();
-    // Two at a time: the host has two cores shared with other work.
-    let limit = Arc::new(tokio::sync::Semaphore::new(2));
+    // One lesson at a time: with two machines pulling large images at once on two cores, a
+    // machine's dockerd was seen giving up on docklab's mirror and falling back to Docker Hub
+    // (unreachable here). Cause not found yet; see the session notes.
+    let limit = Arc::new(tokio::sync::Semaphore::new(1));
     let runs = lessons.into_iter().map(|lesson| {
         let (m, limit) = (m.clone(), limit.clone());
         tokio::spawn(async move {
