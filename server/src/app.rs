@@ -31,6 +31,8 @@ pub struct AppState {
     pub store: Arc<dyn ProgressStore>,
     /// Session creations per client.
     pub create_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// Instructors and classes.
+    pub classroom: Arc<crate::classroom::Classroom>,
 }
 
 impl AppState {
@@ -47,7 +49,14 @@ impl AppState {
             // Until `with_store` gives it the real database: progress lasts as long as the process.
             store: Arc::new(SqliteStore::in_memory()),
             create_limiter,
+            classroom: Arc::new(crate::classroom::Classroom::new(crate::store::classroom::ClassStore::in_memory())),
         }
+    }
+
+    /// Keeps instructors and classes in `classroom` (the server's SQLite file) instead of memory.
+    pub fn with_classroom(mut self, classroom: Arc<crate::classroom::Classroom>) -> Self {
+        self.classroom = classroom;
+        self
     }
 
     /// Keeps progress in `store` (the server's SQLite file) instead of memory.
@@ -67,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .merge(store::learner::router())
         .merge(ports::router())
         .merge(drills::router())
+        .merge(crate::classroom::router())
         .with_state(state.clone())
         .merge(pages::router(state.catalog.clone()))
         .layer(axum::middleware::from_fn_with_state(state.store.clone(), store::learner::learner_cookie))

@@ -26,6 +26,23 @@ pub enum Command {
     /// Remove session machines no running server or test owns (what a crash left), or, with
     /// `--all` and no server running, every machine and docklab's network.
     Reap(ReapArgs),
+    /// Instructor accounts (for classes).
+    Instructor(InstructorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstructorArgs {
+    /// Where docklab keeps its database (`docklab.db`).
+    #[arg(long, env = "DOCKLAB_STATE_DIR", default_value = "/var/lib/docklab", global = true)]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: InstructorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstructorCommand {
+    /// Add an instructor (or set their password), reading the password from standard input.
+    Add { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 //! [`app::AppState`], then calls [`app::serve`]. Everything below is driven by tests in-process.
 
 pub mod app;
+pub mod classroom;
 pub mod cli;
 pub mod config;
 pub mod drills;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Images(args) => images(args),
         Command::Reap(args) => reap(args),
+        Command::Instructor(args) => instructor(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,7 +63,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .context("loading the lessons")?;
     let db = args.state_dir.join("docklab.db");
     let store = docklab_server::store::SqliteStore::open(&db).context("opening the progress database")?;
-    let state = AppState::new(Arc::new(backend), Arc::new(catalog), args.server_config()).with_store(Arc::new(store));
+    let state = AppState::new(Arc::new(backend), Arc::new(catalog), args.server_config()).with_store(Arc::new(store))
+        .with_classroom(Arc::new(docklab_server::classroom::Classroom::new(
+            docklab_server::store::classroom::ClassStore::open(&db).context("opening the class database")?,
+        )));
 
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -206,4 +210,16 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `docklab instructor add NAME`: the password is the first line of standard input.
+fn instructor(args: docklab_server::cli::InstructorArgs) -> anyhow::Result<()> {
+    let docklab_server::cli::InstructorCommand::Add { name } = args.command;
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    docklab_server::classroom::add_instructor(&args.state_dir.join("docklab.db"), &name, password)?;
+    println!("instructor {name} saved");
+    Ok(())
 }

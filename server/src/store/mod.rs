@@ -4,6 +4,7 @@
 //! `<state-dir>/docklab.db`, no set-up). Learners are anonymous: a random id in the
 //! `docklab_learner` cookie ([`learner`]), with an optional display name.
 
+pub mod classroom;
 mod drills;
 pub mod learner;
 mod sqlite;

@@ -152,6 +152,12 @@ impl TerminalHub {
         let _ = self.controls.send(control);
     }
 
+    /// Control messages as they are published, and the latest `checks` (for followers that are
+    /// not terminal viewers, such as a class's live grid).
+    pub fn subscribe_controls(&self) -> (broadcast::Receiver<ServerControl>, Option<ServerControl>) {
+        (self.controls.subscribe(), lock(&self.latest_checks).clone())
+    }
+
     /// Ends the shell for a machine being replaced: viewers are told to reconnect.
     pub async fn restart(&self, reason: &str) {
         *lock(&self.latest_checks) = None;

@@ -67,7 +67,16 @@ async fn terminal(
     // HTTP/2 carries the host in the URI's authority instead of a Host header.
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
     check_origin(&headers, host)?;
-    let session = authorize(&state, &id, &headers, query.token.as_deref())?;
+    let session = match authorize(&state, &id, &headers, query.token.as_deref()) {
+        Ok(session) => session,
+        // A class's instructor may watch (read-only) their own learners' terminals.
+        Err(err) if matches!(query.mode, Some(ModeParam::View)) && query.token.is_none() => state
+            .sessions
+            .get(&id)
+            .filter(|_| crate::classroom::may_view_session(&state, &headers, &id))
+            .ok_or(err)?,
+        Err(err) => return Err(err),
+    };
     require_ready(&session)?;
     let (cols, rows) = protocol::validate_size(query.cols.unwrap_or(80), query.rows.unwrap_or(24))
         .map_err(AppError::BadRequest)?;

@@ -1,0 +1,338 @@
+//! Instructors, their logins, classes, members and per-class results, in the same SQLite file as
+//! progress (`<state-dir>/docklab.db`) through a connection of their own. Every table is created
+//! with `IF NOT EXISTS`, so opening an older database migrates it.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS instructors (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instructor_logins (
+    id_hash TEXT PRIMARY KEY,
+    instructor INTEGER NOT NULL REFERENCES instructors(id),
+    csrf TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS classes (
+    id TEXT PRIMARY KEY,
+    instructor INTEGER NOT NULL REFERENCES instructors(id),
+    name TEXT NOT NULL,
+    exercises TEXT NOT NULL,
+    seats INTEGER NOT NULL,
+    code TEXT NOT NULL UNIQUE,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS class_members (
+    id INTEGER PRIMARY KEY,
+    class TEXT NOT NULL REFERENCES classes(id),
+    learner TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    session TEXT,
+    token TEXT,
+    joined_at INTEGER NOT NULL,
+    UNIQUE (class, learner)
+);
+CREATE TABLE IF NOT EXISTS class_results (
+    member INTEGER NOT NULL REFERENCES class_members(id),
+    exercise TEXT NOT NULL,
+    task TEXT NOT NULL,
+    passed_at INTEGER NOT NULL,
+    PRIMARY KEY (member, exercise, task)
+);
+";
+
+pub type Result<T> = std::result::Result<T, rusqlite::Error>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub instructor: i64,
+    pub name: String,
+    pub csrf: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClassRow {
+    pub id: String,
+    #[serde(skip)]
+    pub instructor: i64,
+    pub name: String,
+    pub exercises: Vec<String>,
+    pub seats: u32,
+    pub code: String,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub id: i64,
+    pub class: String,
+    pub learner: String,
+    pub display_name: String,
+    pub session: Option<String>,
+    pub token: Option<String>,
+    pub joined_at: i64,
+}
+
+pub struct ClassStore {
+    conn: Mutex<Connection>,
+}
+
+const CLASS_COLUMNS: &str = "id, instructor, name, exercises, seats, code, starts_at, ends_at, ended_at";
+const MEMBER_COLUMNS: &str = "id, class, learner, display_name, session, token, joined_at";
+
+fn class_row(r: &rusqlite::Row) -> Result<ClassRow> {
+    let exercises: String = r.get(3)?;
+    Ok(ClassRow {
+        id: r.get(0)?,
+        instructor: r.get(1)?,
+        name: r.get(2)?,
+        exercises: exercises.split('\n').filter(|e| !e.is_empty()).map(str::to_owned).collect(),
+        seats: r.get(4)?,
+        code: r.get(5)?,
+        starts_at: r.get(6)?,
+        ends_at: r.get(7)?,
+        ended_at: r.get(8)?,
+    })
+}
+
+fn member_row(r: &rusqlite::Row) -> Result<MemberRow> {
+    Ok(MemberRow {
+        id: r.get(0)?,
+        class: r.get(1)?,
+        learner: r.get(2)?,
+        display_name: r.get(3)?,
+        session: r.get(4)?,
+        token: r.get(5)?,
+        joined_at: r.get(6)?,
+    })
+}
+
+impl ClassStore {
+    pub fn open(path: &Path) -> Result<ClassStore> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> ClassStore {
+        Self::init(Connection::open_in_memory().expect("an in-memory database opens")).expect("the schema applies")
+    }
+
+    fn init(conn: Connection) -> Result<ClassStore> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(ClassStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds an instructor, or replaces the password of an existing one. Returns their id.
+    pub fn set_instructor(&self, name: &str, password_hash: &str, now: i64) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO instructors (name, password_hash, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+            params![name, password_hash, now],
+        )?;
+        conn.query_row("SELECT id FROM instructors WHERE name = ?1", params![name], |r| r.get(0))
+    }
+
+    /// (id, password hash) of an instructor.
+    pub fn instructor(&self, name: &str) -> Result<Option<(i64, String)>> {
+        self.conn()
+            .query_row("SELECT id, password_hash FROM instructors WHERE name = ?1", params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    }
+
+    pub fn add_login(&self, id_hash: &str, instructor: i64, csrf: &str, expires_at: i64) -> Result<()> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM instructor_logins WHERE expires_at < ?1", params![expires_at - 86400 * 30])?;
+        conn.execute(
+            "INSERT INTO instructor_logins (id_hash, instructor, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id_hash, instructor, csrf, expires_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn login(&self, id_hash: &str, now: i64) -> Result<Option<Login>> {
+        self.conn()
+            .query_row(
+                "SELECT l.instructor, i.name, l.csrf FROM instructor_logins l JOIN instructors i ON i.id = l.instructor
+                 WHERE l.id_hash = ?1 AND l.expires_at > ?2",
+                params![id_hash, now],
+                |r| Ok(Login { instructor: r.get(0)?, name: r.get(1)?, csrf: r.get(2)? }),
+            )
+            .optional()
+    }
+
+    pub fn remove_login(&self, id_hash: &str) -> Result<()> {
+        self.conn().execute("DELETE FROM instructor_logins WHERE id_hash = ?1", params![id_hash]).map(drop)
+    }
+
+    pub fn add_class(&self, class: &ClassRow, now: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO classes (id, instructor, name, exercises, seats, code, starts_at, ends_at, ended_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+                params![
+                    class.id,
+                    class.instructor,
+                    class.name,
+                    class.exercises.join("\n"),
+                    class.seats,
+                    class.code,
+                    class.starts_at,
+                    class.ends_at,
+                    now
+                ],
+            )
+            .map(drop)
+    }
+
+    pub fn class(&self, id: &str) -> Result<Option<ClassRow>> {
+        self.conn()
+            .query_row(&format!("SELECT {CLASS_COLUMNS} FROM classes WHERE id = ?1"), params![id], class_row)
+            .optional()
+    }
+
+    pub fn class_by_code(&self, code: &str) -> Result<Option<ClassRow>> {
+        self.conn()
+            .query_row(&format!("SELECT {CLASS_COLUMNS} FROM classes WHERE code = ?1"), params![code], class_row)
+            .optional()
+    }
+
+    pub fn classes_of(&self, instructor: i64) -> Result<Vec<ClassRow>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {CLASS_COLUMNS} FROM classes WHERE instructor = ?1 ORDER BY created_at DESC, id"))?;
+        let rows = stmt.query_map(params![instructor], class_row)?.collect();
+        rows
+    }
+
+    pub fn end_class(&self, id: &str, now: i64) -> Result<()> {
+        self.conn()
+            .execute("UPDATE classes SET ended_at = COALESCE(ended_at, ?2) WHERE id = ?1", params![id, now])
+            .map(drop)
+    }
+
+    /// Adds a learner to a class (keeping an existing membership). Returns the member.
+    pub fn join(&self, class: &str, learner: &str, display_name: &str, now: i64) -> Result<MemberRow> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO class_members (class, learner, display_name, joined_at) VALUES (?1, ?2, ?3, ?4)",
+            params![class, learner, display_name, now],
+        )?;
+        conn.query_row(
+            &format!("SELECT {MEMBER_COLUMNS} FROM class_members WHERE class = ?1 AND learner = ?2"),
+            params![class, learner],
+            member_row,
+        )
+    }
+
+    pub fn member(&self, class: &str, learner: &str) -> Result<Option<MemberRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {MEMBER_COLUMNS} FROM class_members WHERE class = ?1 AND learner = ?2"),
+                params![class, learner],
+                member_row,
+            )
+            .optional()
+    }
+
+    pub fn member_by_session(&self, session: &str) -> Result<Option<MemberRow>> {
+        self.conn()
+            .query_row(&format!("SELECT {MEMBER_COLUMNS} FROM class_members WHERE session = ?1"), params![session], member_row)
+            .optional()
+    }
+
+    pub fn members(&self, class: &str) -> Result<Vec<MemberRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {MEMBER_COLUMNS} FROM class_members WHERE class = ?1 ORDER BY id"))?;
+        let rows = stmt.query_map(params![class], member_row)?.collect();
+        rows
+    }
+
+    pub fn member_count(&self, class: &str) -> Result<u32> {
+        self.conn().query_row("SELECT COUNT(*) FROM class_members WHERE class = ?1", params![class], |r| r.get(0))
+    }
+
+    pub fn set_member_session(&self, member: i64, session: Option<(&str, &str)>) -> Result<()> {
+        let (id, token) = session.unzip();
+        self.conn()
+            .execute("UPDATE class_members SET session = ?2, token = ?3 WHERE id = ?1", params![member, id, token])
+            .map(drop)
+    }
+
+    /// Records a passed task; true when it is new.
+    pub fn record_pass(&self, member: i64, exercise: &str, task: &str, now: i64) -> Result<bool> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO class_results (member, exercise, task, passed_at) VALUES (?1, ?2, ?3, ?4)",
+                params![member, exercise, task, now],
+            )
+            .map(|n| n > 0)
+    }
+
+    /// (member, exercise, task, passed_at) for every passed task of the class.
+    pub fn results(&self, class: &str) -> Result<Vec<(i64, String, String, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT r.member, r.exercise, r.task, r.passed_at FROM class_results r JOIN class_members m ON m.id = r.member
+             WHERE m.class = ?1 ORDER BY r.passed_at, r.member",
+        )?;
+        let rows = stmt.query_map(params![class], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect();
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_idempotent_and_rows_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docklab.db");
+        {
+            let store = ClassStore::open(&path).unwrap();
+            let id = store.set_instructor("ada", "hash1", 1).unwrap();
+            assert_eq!(store.set_instructor("ada", "hash2", 2).unwrap(), id);
+            let class = ClassRow {
+                id: "c1".into(),
+                instructor: id,
+                name: "Monday".into(),
+                exercises: vec!["day-1/a".into(), "day-1/b".into()],
+                seats: 3,
+                code: "ABC234".into(),
+                starts_at: 0,
+                ends_at: 100,
+                ended_at: None,
+            };
+            store.add_class(&class, 1).unwrap();
+            let m = store.join("c1", "learner1", "Bo", 5).unwrap();
+            assert_eq!(store.join("c1", "learner1", "Other", 6).unwrap(), m);
+            assert!(store.record_pass(m.id, "day-1/a", "t1", 7).unwrap());
+            assert!(!store.record_pass(m.id, "day-1/a", "t1", 8).unwrap());
+        }
+        let store = ClassStore::open(&path).unwrap();
+        assert_eq!(store.instructor("ada").unwrap().unwrap().1, "hash2");
+        let class = store.class_by_code("ABC234").unwrap().unwrap();
+        assert_eq!(class.exercises, vec!["day-1/a", "day-1/b"]);
+        assert_eq!(store.results("c1").unwrap().len(), 1);
+        assert_eq!(store.member_count("c1").unwrap(), 1);
+    }
+}
