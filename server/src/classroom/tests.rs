@@ -286,3 +286,34 @@ fn csv_fields_are_quoted_and_formulas_neutralised() {
     assert_eq!(csv_field("=cmd()"), "'=cmd()");
     assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
 }
+
+fn form(uri: &str, cookie: Option<&str>, body: &str) -> Request<Body> {
+    let mut r = Request::builder().method("POST").uri(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.body(Body::from(body.to_owned())).unwrap()
+}
+
+#[tokio::test]
+async fn the_pages_create_a_class_show_its_code_and_let_a_learner_join() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    assert_eq!(call(&router, req("GET", "/instructor", None, None, "")).await.status, StatusCode::SEE_OTHER);
+    let (cookie, csrf) = login(&state, &router, "ada").await;
+    let page = call(&router, req("GET", "/instructor", Some(&cookie), None, "")).await;
+    assert!(page.body.as_str().unwrap().contains(&format!("name=\"csrf\" value=\"{csrf}\"")));
+    let exercise = some_exercise(&state);
+    let body = format!("csrf={csrf}&name=Tue&exercises={}&seats=2&duration_minutes=60", exercise.replace('/', "%2F"));
+    assert_eq!(call(&router, form("/instructor/classes", Some(&cookie), "name=Tue&seats=2")).await.status, StatusCode::FORBIDDEN);
+    let created = call(&router, form("/instructor/classes", Some(&cookie), &body)).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let class = state.classroom.store.classes_of(1).unwrap().remove(0);
+    assert_eq!(class.exercises, vec![exercise]);
+    let grid = call(&router, req("GET", &format!("/classes/{}", class.id), Some(&cookie), None, "")).await;
+    assert!(grid.body.as_str().unwrap().contains(&class.code));
+    let joined = call(&router, form(&format!("/join/{}", class.code), None, "display_name=Ann")).await;
+    assert_eq!(joined.status, StatusCode::OK);
+    assert!(joined.body.as_str().unwrap().contains("sessionStorage.setItem"), "{}", joined.body);
+    assert_eq!(state.sessions.len(), 1);
+}
