@@ -75,7 +75,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
-    let pid = match std::fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+    let pid = match rec.init_pid() {
         Some(p) => p,
         None => return fail(format!("session machine {} has no running init", rec.id)),
     };

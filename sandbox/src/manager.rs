@@ -413,6 +413,18 @@ fn relay_terminal(stream: tokio::net::UnixStream, cols: u16, rows: u16) -> Termi
     }
 }
 
+/// What the server learns about a running machine from its record.
+fn machine_info(rec: &MachineRecord, start_duration: Duration) -> MachineInfo {
+    MachineInfo {
+        id: rec.id.clone(),
+        uid_base: rec.uid_base,
+        init_pid: rec.init_pid().unwrap_or(0),
+        docker_socket: rec.docker_socket(),
+        address: rec.net.as_ref().map(|n| n.address),
+        start_duration,
+    }
+}
+
 /// Asks an `__enter` helper to end its command (SIGTERM kills the command's process group) when
 /// the caller goes away; the helper then exits by itself and tokio reaps it.
 struct StopOnDrop(Option<u32>);
@@ -437,7 +449,7 @@ async fn stop_helper(child: &mut tokio::process::Child) {
 }
 
 fn init_alive(rec: &MachineRecord) -> bool {
-    let Some(pid) = fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
+    let Some(pid) = rec.init_pid() else {
         return false;
     };
     // The pid must still be in the machine's cgroup, or it was reused by someone else.
@@ -507,17 +519,9 @@ impl MachineBackend for SessionManager {
                 }
                 return Err(e);
             }
-            let init_pid = fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
             let start_duration = started.elapsed();
             info!(ms = start_duration.as_millis() as u64, uid_base = rec.uid_base, "machine ready");
-            Ok(MachineInfo {
-                id: id.to_string(),
-                uid_base: rec.uid_base,
-                init_pid,
-                docker_socket: rec.docker_socket(),
-                address: rec.net.as_ref().map(|n| n.address),
-                start_duration,
-            })
+            Ok(machine_info(&rec, start_duration))
         }
         .instrument(span)
         .await
@@ -619,16 +623,8 @@ impl MachineBackend for SessionManager {
         }
         rec.owner = crate::spec::Owner::current();
         rec.save()?;
-        let init_pid = fs::read_to_string(rec.init_pid_path()).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         info!(id, "machine adopted");
-        Ok(MachineInfo {
-            id: id.to_string(),
-            uid_base: rec.uid_base,
-            init_pid,
-            docker_socket: rec.docker_socket(),
-            address: rec.net.as_ref().map(|n| n.address),
-            start_duration: Duration::ZERO,
-        })
+        Ok(machine_info(&rec, Duration::ZERO))
     }
 
     async fn docker_status(&self, id: &str) -> Option<String> {

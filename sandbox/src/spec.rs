@@ -128,6 +128,10 @@ impl MachineRecord {
     pub fn init_pid_path(&self) -> PathBuf {
         self.session_dir.join("init.pid")
     }
+    /// Host pid of the machine's init, as the launcher recorded it.
+    pub fn init_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.init_pid_path()).ok()?.trim().parse().ok()
+    }
     pub fn launcher_pid_path(&self) -> PathBuf {
         self.session_dir.join("launcher.pid")
     }

@@ -176,20 +176,10 @@ async fn run_exercise(m: Arc<SessionManager>, exercise: Exercise) -> Result<(), 
     Ok(())
 }
 
-/// Binds docklab's image registry where session machines pull from (solutions pull `golang`,
-/// `registry:2`…), unless a docklab server already serves it there.
-async fn serve_images_for_sessions(host_ip: std::net::Ipv4Addr) {
-    if let Ok(listener) = tokio::net::TcpListener::bind((host_ip, 80)).await {
-        let app = sandbox::registry::router(sandbox::images::ImageStore::new(&docklab_tests::state_dir()));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_exercise_starts_unfinished_and_its_solution_finishes_it() {
     let m = manager(HELPER);
     m.health().await.expect("host ready for machines (run `docklab setup` first)");
-    serve_images_for_sessions(m.config().network.host_ip).await;
     let lessons_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lessons");
     let catalog = Catalog::load(&lessons_dir).expect("the lessons load");
     let mut exercises: Vec<Exercise> = catalog.lessons().iter().flat_map(|l| l.exercises.clone()).collect();

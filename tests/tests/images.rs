@@ -240,19 +240,6 @@ fn each_image_does_what_it_says_offline() {
     eprintln!("smoke commands ran: {}", ran.join(", "));
 }
 
-/// Binds the registry and the package proxy where session machines reach them, unless the
-/// docklab server already serves them there.
-async fn serve_for_sessions(host_ip: std::net::Ipv4Addr) {
-    if let Ok(l) = tokio::net::TcpListener::bind((host_ip, 80)).await {
-        let app = sandbox::registry::router(store());
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    }
-    if let Ok(l) = tokio::net::TcpListener::bind((host_ip, 3142)).await {
-        let app = sandbox::package_proxy::router(sandbox::package_proxy::ProxyConfig::new(&state_dir()));
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    }
-}
-
 /// In a real machine: pulls (timed), multi-stage Go under 5 MB, distroless Python without a
 /// shell, apt through the proxy. Needs the session network (bridge dlbr0, host 10.200.0.1): the
 /// test says so and stops when a machine gets no address.
@@ -273,7 +260,6 @@ async fn a_session_pulls_builds_and_runs_the_course_images() {
         eprintln!("skipping: this machine has no network address yet (the session network is not there)");
         return;
     }
-    serve_for_sessions(m.config().network.host_ip).await;
     let timed = |what: &'static str, script: String| {
         let m = m.clone();
         let id = id.clone();

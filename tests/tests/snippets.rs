@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use docklab_server::grading::prepare_machine;
-use docklab_tests::{manager, state_dir, unique_id, Cleanup};
+use docklab_tests::{manager, unique_id, Cleanup};
 use lessons::{Catalog, Lesson};
 use sandbox::{ExecOutput, ExecRequest, MachineBackend, SessionManager};
 
@@ -34,20 +34,6 @@ pub fn snippets(html: &str) -> Vec<String> {
 
 fn unescape(text: &str) -> String {
     text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
-}
-
-/// Binds the registry and the package proxy where session machines reach them, unless the
-/// docklab server already serves them there (then `docker pull` goes to the server's).
-async fn serve_for_sessions(host_ip: std::net::Ipv4Addr) {
-    let store = || sandbox::images::ImageStore::new(&state_dir());
-    if let Ok(l) = tokio::net::TcpListener::bind((host_ip, 80)).await {
-        let app = sandbox::registry::router(store());
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    }
-    if let Ok(l) = tokio::net::TcpListener::bind((host_ip, 3142)).await {
-        let app = sandbox::package_proxy::router(sandbox::package_proxy::ProxyConfig::new(&state_dir()));
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    }
 }
 
 async fn bash(m: &dyn MachineBackend, id: &str, script: &str) -> ExecOutput {
@@ -101,7 +87,6 @@ fn snippets_are_found_and_unescaped() {
 async fn every_snippet_runs_in_a_fresh_session_of_its_lesson() {
     let m = manager(HELPER);
     m.health().await.expect("host ready for machines (run `docklab setup` first)");
-    serve_for_sessions(m.config().network.host_ip).await;
     let lessons_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lessons");
     let catalog = Catalog::load(&lessons_dir).expect("the lessons load");
     // `DOCKLAB_SNIPPETS_LESSON=day-26,day-27` runs only those lessons' snippets.
@@ -139,7 +124,6 @@ async fn try_a_script() {
     let Some(path) = std::env::var_os("DOCKLAB_TRY") else { return };
     let script = std::fs::read_to_string(path).unwrap();
     let m = manager(HELPER);
-    serve_for_sessions(m.config().network.host_ip).await;
     let id = unique_id("try");
     m.create(&id).await.unwrap();
     let _cleanup = Cleanup { manager: m.clone(), id: id.clone() };
