@@ -4,5 +4,5 @@ source "$(dirname "$0")/common.sh"
 need_root
 need_cargo
 cargo build --release -p docklab-server
-"$ROOT/target/release/docklab" setup --state-dir "$STATE_DIR"
+"$TARGET_DIR/release/docklab" setup --state-dir "$STATE_DIR"
 DOCKLAB_STATE_DIR="$STATE_DIR" cargo bench -p docklab-tests

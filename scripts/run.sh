@@ -7,7 +7,7 @@ LISTEN="${LISTEN:-127.0.0.1:8080}"
 
 step "Building docklab (release)"
 cargo build --release -p docklab-server
-BIN="$ROOT/target/release/docklab"
+BIN="$TARGET_DIR/release/docklab"
 
 step "Setting up this machine (packages, node image with Docker inside)"
 "$BIN" setup --state-dir "$STATE_DIR"

@@ -11,10 +11,10 @@ cargo build -p docklab-server
 cargo test --workspace --no-run
 
 step "Setting up this machine (packages, node image)"
-"$ROOT/target/debug/docklab" setup --state-dir "$STATE_DIR"
+"$TARGET_DIR/debug/docklab" setup --state-dir "$STATE_DIR"
 
 step "Removing session machines an interrupted earlier run left behind"
-"$ROOT/target/debug/docklab" reap --state-dir "$STATE_DIR"
+"$TARGET_DIR/debug/docklab" reap --state-dir "$STATE_DIR"
 
 step "Unit tests and real session-machine tests"
 DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace -- --test-threads=2
@@ -22,5 +22,5 @@ DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace -- --test-threads=2
 step "Browser tests (Debian chromium driven by playwright-core)"
 apt_install chromium
 ( cd tests/browser && npm ci --no-audit --no-fund --loglevel=error )
-DOCKLAB_BIN="$ROOT/target/debug/docklab" DOCKLAB_STATE_DIR="$STATE_DIR" ARTIFACTS="$ARTIFACTS" \
+DOCKLAB_BIN="$TARGET_DIR/debug/docklab" DOCKLAB_STATE_DIR="$STATE_DIR" ARTIFACTS="$ARTIFACTS" \
   node --test --test-concurrency=1 tests/browser/
