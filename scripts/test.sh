@@ -17,7 +17,7 @@ step "Removing session machines an interrupted earlier run left behind"
 "$TARGET_DIR/debug/docklab" reap --state-dir "$STATE_DIR"
 
 step "Unit tests and real session-machine tests"
-DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace -- --test-threads=2
+DOCKLAB_BIN="$TARGET_DIR/debug/docklab" DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace -- --test-threads=2
 
 step "Browser tests (Debian chromium driven by playwright-core)"
 apt_install chromium
