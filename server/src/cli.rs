@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// and the next `docklab serve` on this state directory adopts them (browsers reattach).
     #[arg(long, env = "DOCKLAB_END_SESSIONS_ON_EXIT")]
     pub end_sessions_on_exit: bool,
+    /// If another server is serving from this state directory, wait for it to stop instead of
+    /// refusing to start (for hand-overs and for test runs that take turns).
+    #[arg(long)]
+    pub wait: bool,
     /// Longest timeout a client may ask for on exec (at most 10m).
     #[arg(long, default_value = "10m", value_parser = parse_exec_timeout)]
     pub exec_timeout_max: Duration,

@@ -46,7 +46,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !running_as_root() {
         bail!("`docklab serve` must run as root: it creates user namespaces, cgroups and mounts for session machines");
     }
-    let _lock = lock_state_dir(&args.state_dir)?;
+    let _lock = lock_state_dir(&args.state_dir, args.wait)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     // Inside the runtime's context, in case the backend spawns tasks as it starts.
     let _runtime_context = runtime.enter();
@@ -126,7 +126,7 @@ fn reap(args: docklab_server::cli::ReapArgs) -> anyhow::Result<()> {
         bail!("`docklab reap` must run as root");
     }
     // Holding the server's lock makes sure no server is adopting machines meanwhile.
-    let _lock = lock_state_dir(&args.state_dir)?;
+    let _lock = lock_state_dir(&args.state_dir, false)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     let helper_exe = std::env::current_exe().context("finding the docklab executable")?;
     let manager = SessionManager::new(SandboxConfig::new(&args.state_dir, helper_exe)).context("preparing session machines")?;
@@ -161,8 +161,9 @@ fn reap(args: docklab_server::cli::ReapArgs) -> anyhow::Result<()> {
 }
 
 /// One server per state directory: two would adopt, reap and number machines over each other.
-/// The lock lasts as long as the returned file is open (the whole of `serve`).
-fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+/// The lock lasts as long as the returned file is open (the whole of `serve`). With `wait`, block
+/// until the other server lets go instead of refusing.
+fn lock_state_dir(state_dir: &std::path::Path, wait: bool) -> anyhow::Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
     let path = state_dir.join("serve.lock");
@@ -173,6 +174,16 @@ fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> 
         .truncate(false)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
+    if wait {
+        // SAFETY: flock on a descriptor we own; it only takes an advisory lock.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            eprintln!("docklab: another server is serving from {}; waiting for it to stop", state_dir.display());
+            // SAFETY: as above; a blocking lock.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+                bail!("waiting for the lock on {}: {}", path.display(), std::io::Error::last_os_error());
+            }
+        }
+    }
     // SAFETY: flock on a descriptor we own; it only takes an advisory lock.
     if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let mut pid = String::new();

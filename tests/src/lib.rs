@@ -190,13 +190,15 @@ pub mod server {
     pub fn start_server(port: u16) -> Server {
         let log = std::fs::File::create(std::env::temp_dir().join(format!("docklab-restart-{port}.log"))).unwrap();
         let child = Command::new(docklab_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
+            // --wait: test processes running side by side take turns with the state directory.
+            .args(["serve", "--wait", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(crate::state_dir())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: the server may first wait for another test process's server to stop.
+        let deadline = Instant::now() + Duration::from_secs(1200);
         while curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "/healthz"]) != "200" {
             assert!(Instant::now() < deadline, "server on {port} did not become healthy");
             std::thread::sleep(Duration::from_millis(100));
