@@ -68,6 +68,10 @@ pub enum ContentError {
     VacuousTask { path: PathBuf, task: String },
     #[error("{path}:{line}: `# task: {task}` names no task of this exercise")]
     BadSolutionMarker { path: PathBuf, line: usize, task: String },
+    #[error("{path}: `live {kind}` is not a live visual; a lesson can show: {known}")]
+    UnknownVisual { path: PathBuf, kind: String, known: String },
+    #[error("{path}: the lesson shows a live visual of the learner's session but has no exercise to start one")]
+    VisualWithoutLab { path: PathBuf },
     #[error("{path}: bad question file: {source}")]
     QuestionToml {
         path: PathBuf,

@@ -49,6 +49,9 @@ pub struct Lesson {
     /// The lesson body rendered to HTML (trusted content: ours or the operator's).
     #[serde(skip)]
     pub body_html: String,
+    /// Live pictures of the learner's session that the body places (`live <kind>` blocks).
+    #[serde(skip)]
+    pub visuals: Vec<markdown::LiveVisual>,
     pub exercises: Vec<Exercise>,
 }
 
@@ -436,6 +439,9 @@ impl Catalog {
             by_exercise_id.insert(exercise.id.clone(), (li, lesson.exercises.len()));
             lesson.exercises.push(exercise);
         }
+        if let Some(lesson) = lessons.iter().find(|l| !l.visuals.is_empty() && l.exercises.is_empty()) {
+            return Err(ContentError::VisualWithoutLab { path: lesson_paths[&lesson.id].clone() });
+        }
         let mut by_question_id = HashMap::new();
         let mut question_paths: HashMap<String, PathBuf> = HashMap::new();
         for (i, (path, question)) in questions.iter().enumerate() {
@@ -560,6 +566,11 @@ fn parse_lesson(path: &Path, folder: &str, text: &str) -> Result<Lesson, Content
             field: "objectives",
         });
     }
+    let body = markdown::render_lesson(body).map_err(|kind| ContentError::UnknownVisual {
+        path: path.to_owned(),
+        kind,
+        known: markdown::LiveVisual::ALL.map(markdown::LiveVisual::as_str).join(", "),
+    })?;
     Ok(Lesson {
         id: format!("day-{:02}", front.day),
         day: front.day,
@@ -572,7 +583,8 @@ fn parse_lesson(path: &Path, folder: &str, text: &str) -> Result<Lesson, Content
             .map(|o| markdown::render_inline(o))
             .collect(),
         objectives: front.objectives,
-        body_html: markdown::render(body),
+        body_html: body.html,
+        visuals: body.visuals,
         exercises: Vec::new(),
     })
 }

@@ -58,6 +58,10 @@ fn check_real_content(catalog: &Catalog) {
         "day-24"
     );
     assert!(catalog.exercise("day-27/volumes-lifecycle").is_some());
+    use markdown::LiveVisual;
+    for (day, visual) in [("day-26", LiveVisual::Images), ("day-27", LiveVisual::Volumes), ("day-28", LiveVisual::Networks)] {
+        assert_eq!(catalog.lesson(day).unwrap().visuals, vec![visual], "{day} shows its live visual");
+    }
     assert!(catalog.exercise("day-28/custom-bridge").is_some());
     assert!(catalog.lesson("day-31").is_none());
     assert!(catalog.exercise("day-27/nope").is_none());
@@ -279,6 +283,30 @@ fn renders_sh_run_blocks_with_a_run_button() {
         "{html}"
     );
     assert!(html.contains("class=\"run-snippet\""), "{html}");
+}
+
+#[test]
+fn live_visuals_are_listed_and_unknown_ones_refused() {
+    let lesson = GOOD_LESSON.replace("Hello.", "Hello.\n\n```live volumes\nYour volumes\n```");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "day-24-containers/lesson.md", &lesson);
+    write(dir.path(), "day-24-containers/exercises/lifecycle/exercise.toml", GOOD_EXERCISE);
+    let catalog = Catalog::load(dir.path()).unwrap();
+    let day = catalog.lesson("day-24").unwrap();
+    assert_eq!(day.visuals, vec![markdown::LiveVisual::Volumes]);
+    assert!(day.body_html.contains("data-visual=\"volumes\""), "{}", day.body_html);
+
+    let (_dir, err) = load_err(&[(
+        "day-24-containers/lesson.md",
+        &GOOD_LESSON.replace("Hello.", "```live planets\n```"),
+    )]);
+    assert!(matches!(&err, ContentError::UnknownVisual { kind, .. } if kind == "planets"), "{err}");
+    assert!(err.to_string().contains("images, volumes, networks"), "{err}");
+
+    // A live visual needs a lab to draw from.
+    let (_dir, err) = load_err(&[("day-24-containers/lesson.md", &lesson)]);
+    assert!(matches!(&err, ContentError::VisualWithoutLab { .. }), "{err}");
+    assert!(err.to_string().contains("day-24-containers"), "{err}");
 }
 
 #[test]
