@@ -10,8 +10,9 @@ use std::process::{Command, ExitCode, Stdio};
 use crate::images;
 
 /// Debian packages the host needs.
-/// (`gcc` and `libc6-dev` compile the hello-world image; `skopeo` is what the image tests pull with.)
-pub const HOST_PACKAGES: &[&str] = &["mmdebstrap", "busybox-static", "uidmap", "iproute2", "gcc", "libc6-dev", "skopeo"];
+/// (`nftables` holds the session firewall; `e2fsprogs` makes each machine's disk; `gcc` and
+/// `libc6-dev` compile the hello-world image; `skopeo` is what the image tests pull with.)
+pub const HOST_PACKAGES: &[&str] = &["mmdebstrap", "busybox-static", "uidmap", "iproute2", "nftables", "e2fsprogs", "gcc", "libc6-dev", "skopeo"];
 
 /// Debian packages inside the node image.
 pub const NODE_PACKAGES: &[&str] = &[
