@@ -94,6 +94,9 @@ fn setup(rec: &MachineRecord, spec: &Spec, go: OwnedFd) -> Result<(), InitError>
     for m in spec.mounts().as_ref().into_iter().flatten() {
         apply_mount(&root, m)?;
     }
+    // The registry's CA certificate, read while the host's files are still in view (the key
+    // never is: it is root's alone on the host).
+    let registry_ca = rec.session_dir.parent().and_then(Path::parent).and_then(|state| fs::read_to_string(crate::registry::tls::ca_cert_path(state)).ok());
 
     chdir(&root).map_err(|source| InitError::Mount { step: "chdir", path: root.clone(), source })?;
     let old = root.join(".oldroot");
@@ -118,6 +121,9 @@ fn setup(rec: &MachineRecord, spec: &Spec, go: OwnedFd) -> Result<(), InitError>
     sethostname(&hostname).map_err(|source| InitError::Sys { step: "sethostname", source })?;
     sys::loopback_up().map_err(io("bringing up", Path::new("lo")))?;
     configure_eth0(spec)?;
+    if let Some(ca) = registry_ca {
+        trust_registry_ca(&ca)?;
+    }
     let _ = fs::create_dir_all("/etc/docklab");
     fs::write("/etc/docklab/greeting", GREETING).map_err(io("writing", Path::new("/etc/docklab/greeting")))?;
     Ok(())
@@ -145,11 +151,30 @@ fn configure_eth0(spec: &Spec) -> Result<(), InitError> {
             return Err(InitError::Net(format!("ip {} failed ({st})", args.join(" "))));
         }
     }
+    // Docker Hub's names and gcr.io lead to docklab's registry (HTTPS on 443, see registry::tls),
+    // so a pull that falls back from the mirror to "Docker Hub" still gets docklab's answer.
     let hosts = format!(
-        "127.0.0.1\tlocalhost lab\n::1\tlocalhost ip6-localhost ip6-loopback\n{gw}\tdocklab registry.docklab packages.docklab gcr.io\n"
+        "127.0.0.1\tlocalhost lab\n::1\tlocalhost ip6-localhost ip6-loopback\n{gw}\tdocklab registry.docklab packages.docklab {}\n",
+        crate::registry::tls::REGISTRY_HOSTS.join(" ")
     );
     fs::write("/etc/hosts", hosts).map_err(io("writing", Path::new("/etc/hosts")))?;
     Ok(())
+}
+
+/// The trust store of the machine's dockerd alone: the system's CAs and docklab's registry CA
+/// (the learner's curl and the containers' own stores are left as they are).
+const DOCKERD_ROOTS: &str = "/etc/docklab/dockerd-roots.pem";
+
+fn trust_registry_ca(ca_pem: &str) -> Result<(), InitError> {
+    let _ = fs::create_dir_all("/etc/docklab");
+    let ca_path = Path::new("/etc/docklab/registry-ca.crt");
+    fs::write(ca_path, ca_pem).map_err(io("writing", ca_path))?;
+    let mut bundle = fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(ca_pem);
+    fs::write(DOCKERD_ROOTS, bundle).map_err(io("writing", Path::new(DOCKERD_ROOTS)))
 }
 
 fn apply_mount(root: &Path, m: &oci_spec::runtime::Mount) -> Result<(), InitError> {
@@ -220,6 +245,10 @@ fn start_dockerd(spec: &Spec) -> Result<Pid, InitError> {
             cmd.env(k, v);
         }
     }
+    if Path::new(DOCKERD_ROOTS).is_file() {
+        // Go reads its roots from here: dockerd trusts docklab's registry as registry-1.docker.io.
+        cmd.env("SSL_CERT_FILE", DOCKERD_ROOTS);
+    }
     let child = cmd.spawn().map_err(io("starting", Path::new("/usr/sbin/dockerd")))?;
     Ok(Pid::from_raw(child.id() as i32))
 }
@@ -288,6 +317,7 @@ fn supervise(spec: &Spec, status: &mut File) -> Result<isize, InitError> {
     let mut dockerd = start_dockerd(spec)?;
     let mut restarts = 0u32;
     wait_for_docker(Duration::from_secs(60))?;
+    let _ = status.write_all(b"dockerd answers\n");
     preload_images();
     write_state("ready");
     status.write_all(b"ready\n").map_err(io("reporting ready", Path::new("status pipe")))?;

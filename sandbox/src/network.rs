@@ -2,7 +2,7 @@
 //! by docklab that keeps every machine to itself.
 //!
 //! From a machine, only docklab's own session-facing services on the host's bridge address are
-//! reachable (the image registry and the package proxy). Not other machines (their bridge ports
+//! reachable (the image registry on 80 and, over TLS as Docker Hub, 443; the package proxy). Not other machines (their bridge ports
 //! are isolated from each other), not the server's own port or any other host service, not
 //! 169.254.169.254, and not the internet unless the operator turns egress on. Inside a machine,
 //! Docker networking is the machine's own business: its bridges and rules live in its netns.
@@ -30,7 +30,7 @@ pub struct NetworkConfig {
     /// The host's address on the bridge; machines' gateway and where the registry listens.
     pub host_ip: Ipv4Addr,
     pub prefix_len: u8,
-    /// TCP ports on `host_ip` that machines may reach (registry, package proxy).
+    /// TCP ports on `host_ip` that machines may reach (registry over HTTP and HTTPS, package proxy).
     pub allowed_ports: Vec<u16>,
     /// Whether machines may reach the internet (NAT through the host).
     pub egress: bool,
@@ -38,7 +38,7 @@ pub struct NetworkConfig {
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        NetworkConfig { bridge: "dlbr0".into(), host_ip: Ipv4Addr::new(10, 200, 0, 1), prefix_len: 16, allowed_ports: vec![80, 3142], egress: false }
+        NetworkConfig { bridge: "dlbr0".into(), host_ip: Ipv4Addr::new(10, 200, 0, 1), prefix_len: 16, allowed_ports: vec![80, 443, 3142], egress: false }
     }
 }
 
@@ -217,7 +217,9 @@ mod tests {
     fn ruleset_allows_only_the_listed_host_ports_and_no_egress_by_default() {
         let c = NetworkConfig::default();
         let r = c.ruleset();
-        assert!(r.contains("ip daddr 10.200.0.1 tcp dport { 80, 3142 } accept"));
+        assert!(r.contains("ip daddr 10.200.0.1 tcp dport { 80, 443, 3142 } accept"));
+        // 443 (the registry as Docker Hub) is allowed to the host's address and nowhere else.
+        assert_eq!(r.matches("443").count(), 1, "{r}");
         assert!(r.contains("iifname \"dlbr0\" oifname \"dlbr0\" reject"));
         assert!(!r.contains("masquerade"));
         // The catch-all drop comes after the allow rule.

@@ -1,5 +1,6 @@
-//! docklab's session-facing services on the machines' bridge: the image registry (port 80) and
-//! the Debian package proxy (port 3142). They are the only host services a machine can reach.
+//! docklab's session-facing services on the machines' bridge: the image registry (port 80, and
+//! HTTPS on 443 as Docker Hub and gcr.io) and the Debian package proxy (port 3142). They are the
+//! only host services a machine can reach.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,6 +13,9 @@ use crate::{package_proxy, registry};
 
 /// Port of the registry on the bridge address (plain HTTP, as `insecure-registries` expects).
 pub const REGISTRY_PORT: u16 = 80;
+/// Port of the registry's HTTPS side, where machines reach it as `registry-1.docker.io` (see
+/// `registry::tls`).
+pub const REGISTRY_TLS_PORT: u16 = 443;
 /// Port of the package proxy on the bridge address.
 pub const PACKAGE_PROXY_PORT: u16 = 3142;
 
@@ -19,14 +23,19 @@ pub const PACKAGE_PROXY_PORT: u16 = 3142;
 pub enum ServiceError {
     #[error("listening on {addr} for the {what}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, #[source] source: std::io::Error },
+    #[error("the registry's TLS identity: {0}")]
+    Tls(#[from] registry::tls::TlsError),
 }
 
 /// Binds the registry and the package proxy on the bridge address and serves them in the
 /// background. The bridge must exist (see `SessionManager::ensure_network`).
 pub async fn spawn(state_dir: &Path, net: &NetworkConfig) -> Result<Vec<JoinHandle<()>>, ServiceError> {
     let mut handles = Vec::new();
+    // The CA first: machines created from now on find its certificate and trust it.
+    let tls = registry::tls::load_or_create(state_dir)?;
+    let registry = registry::router(ImageStore::new(state_dir));
     let services = [
-        ("image registry", REGISTRY_PORT, registry::router(ImageStore::new(state_dir))),
+        ("image registry", REGISTRY_PORT, registry.clone()),
         ("package proxy", PACKAGE_PROXY_PORT, package_proxy::router(package_proxy::ProxyConfig::new(state_dir))),
     ];
     for (what, port, router) in services {
@@ -39,5 +48,40 @@ pub async fn spawn(state_dir: &Path, net: &NetworkConfig) -> Result<Vec<JoinHand
             }
         }));
     }
+    let addr = SocketAddr::from((net.host_ip, REGISTRY_TLS_PORT));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { what: "image registry (HTTPS)", addr, source })?;
+    tracing::info!(%addr, "serving the image registry over HTTPS (as Docker Hub and gcr.io) to session machines");
+    handles.push(tokio::spawn(serve_tls(listener, tokio_rustls::TlsAcceptor::from(tls.server_config), registry)));
     Ok(handles)
+}
+
+/// Serves `router` over TLS (HTTP/1.1) on every connection `listener` accepts.
+async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router) {
+    use hyper_util::rt::TokioIo;
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait a little rather than spin.
+                tracing::warn!(error = %e, "accepting a registry connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "registry TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %e, "registry connection ended");
+            }
+        });
+    }
 }

@@ -19,6 +19,8 @@
 //! repository (`library/x`, `x`, `gcr.io/...`), errors can list what is available, and the
 //! read-only rule is a property of the code rather than of a configuration file.
 
+pub mod tls;
+
 use std::sync::Arc;
 
 use axum::body::Body;
