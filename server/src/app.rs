@@ -77,6 +77,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ports::router())
         .merge(drills::router())
         .merge(crate::classroom::router())
+        .merge(crate::visuals::router())
         .with_state(state.clone())
         .merge(pages::router(state.catalog.clone()))
         .layer(axum::middleware::from_fn_with_state(state.store.clone(), store::learner::learner_cookie))

@@ -36,6 +36,8 @@ pub enum AppError {
     NoMoreHints { task: String },
     #[error("exercise {exercise} has no reference solution")]
     NoSolution { exercise: String },
+    #[error("the Docker engine of session {id} is not answering ({reason}); try again in a moment")]
+    EngineUnavailable { id: String, reason: String },
     /// Something broke on our side; `detail` is logged, never sent.
     #[error("something went wrong on the server")]
     Internal { detail: String },
@@ -63,7 +65,9 @@ impl AppError {
             | AppError::NoSolution { .. } => StatusCode::NOT_FOUND,
             AppError::NoMoreHints { .. } => StatusCode::CONFLICT,
             AppError::SessionNotReady { .. } => StatusCode::CONFLICT,
-            AppError::OutOfCapacity { .. } | AppError::StartFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::OutOfCapacity { .. } | AppError::StartFailed { .. } | AppError::EngineUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -85,6 +89,7 @@ impl AppError {
             AppError::UnknownTask { .. } => "unknown_task",
             AppError::NoMoreHints { .. } => "no_more_hints",
             AppError::NoSolution { .. } => "no_solution",
+            AppError::EngineUnavailable { .. } => "engine_unavailable",
             AppError::Internal { .. } => "internal",
         }
     }

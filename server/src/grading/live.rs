@@ -173,6 +173,8 @@ async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
     refresh(&state, &session, &live, Scope::All).await;
     let mut ports = None;
     publish_ports(&session, &live, &mut ports).await;
+    let mut scene = crate::visuals::SceneFeed::for_exercise(&state.catalog, &live.exercise);
+    scene.publish(&session, live.grader.docker()).await;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -198,6 +200,7 @@ async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
                     if relevant {
                         refresh(&state, &session, &live, Scope::All).await;
                         publish_ports(&session, &live, &mut ports).await;
+                        scene.publish(&session, live.grader.docker()).await;
                     }
                 }
                 Some(Err(err)) => {

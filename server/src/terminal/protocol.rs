@@ -29,6 +29,9 @@ pub enum ServerControl {
     /// The ports containers publish in the machine, whenever they change (and on attach); each
     /// is reachable through the port preview at `/sessions/{id}/ports/{port}/`.
     Ports { ports: Vec<PublishedPort> },
+    /// What the session's engine holds (images, volumes, networks, containers, who reaches whom),
+    /// whenever it changes, for sessions whose lesson shows a live visual.
+    Scene { scene: crate::visuals::Scene },
 }
 
 /// One published port of a container in the learner's machine.
