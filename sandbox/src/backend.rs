@@ -41,6 +41,16 @@ pub struct MachineInfo {
     pub start_duration: Duration,
 }
 
+/// Settings of one machine that differ from the host's defaults (a class's per-learner limits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineOptions {
+    /// Memory limit of this machine, in bytes, instead of [`crate::SandboxConfig::memory_bytes`].
+    pub memory_bytes: Option<u64>,
+}
+
+/// Least memory a machine may be given: its init, `dockerd` and `containerd` need about 120 MiB.
+pub const MIN_MACHINE_MEMORY: u64 = 256 << 20;
+
 /// A command to run inside a machine, as the learner's shell would.
 #[derive(Debug, Clone)]
 pub struct ExecRequest {
@@ -87,6 +97,13 @@ pub trait MachineBackend: Send + Sync + 'static {
     async fn health(&self) -> Result<(), String>;
     /// Creates a machine and returns once its Docker engine answers.
     async fn create(&self, id: &str) -> Result<MachineInfo, SandboxError>;
+    /// Creates a machine with its own settings. A backend that cannot apply them refuses.
+    async fn create_with(&self, id: &str, options: &MachineOptions) -> Result<MachineInfo, SandboxError> {
+        if *options != MachineOptions::default() {
+            return Err(SandboxError::StartFailed { id: id.into(), reason: "this backend cannot set a machine's own limits".into() });
+        }
+        self.create(id).await
+    }
     /// Current state of a machine.
     async fn state(&self, id: &str) -> MachineState;
     /// Runs a command inside the machine and collects its output.

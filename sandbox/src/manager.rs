@@ -116,7 +116,7 @@ impl SessionManager {
     }
 
     /// Lays out the machine's state directory, cgroup, record and OCI spec.
-    fn prepare(&self, id: &str) -> Result<MachineRecord, SandboxError> {
+    fn prepare(&self, id: &str, options: &MachineOptions) -> Result<MachineRecord, SandboxError> {
         let layout = self.layout.clone().map_err(|reason| SandboxError::StartFailed { id: id.into(), reason })?;
         let node_image = self.cfg.node_image_dir();
         if !node_image.join("usr/sbin/dockerd").exists() {
@@ -148,7 +148,7 @@ impl SessionManager {
             session_dir: dir.clone(),
             node_image,
             cgroup: MachineCgroup::plan(Path::new("/sys/fs/cgroup"), &layout, &self.self_cgroup, id),
-            limits: Limits { memory_bytes: self.cfg.memory_bytes, pids_max: self.cfg.pids_max, cpu_shares: self.cfg.cpu_shares },
+            limits: Limits { memory_bytes: options.memory_bytes.unwrap_or(self.cfg.memory_bytes), pids_max: self.cfg.pids_max, cpu_shares: self.cfg.cpu_shares },
             created_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
             net: Some(net),
             disk_bytes: (self.cfg.disk_bytes > 0).then_some(self.cfg.disk_bytes),
@@ -491,7 +491,17 @@ impl MachineBackend for SessionManager {
     }
 
     async fn create(&self, id: &str) -> Result<MachineInfo, SandboxError> {
+        self.create_with(id, &MachineOptions::default()).await
+    }
+
+    async fn create_with(&self, id: &str, options: &MachineOptions) -> Result<MachineInfo, SandboxError> {
         validate_id(id)?;
+        if let Some(bytes) = options.memory_bytes.filter(|b| *b < MIN_MACHINE_MEMORY) {
+            return Err(SandboxError::StartFailed {
+                id: id.into(),
+                reason: format!("a memory limit of {} MiB is below the {} MiB a machine needs", bytes >> 20, MIN_MACHINE_MEMORY >> 20),
+            });
+        }
         let span = info_span!("machine", id = %id);
         async {
             let started = Instant::now();
@@ -501,7 +511,7 @@ impl MachineBackend for SessionManager {
                 }
             }
             self.ensure_network()?;
-            let rec = match self.prepare(id) {
+            let rec = match self.prepare(id, options) {
                 Ok(r) => r,
                 Err(e) => {
                     if let Ok(rec) = MachineRecord::load(&self.session_dir(id)) {

@@ -64,7 +64,7 @@ pub async fn reap_expired(state: &AppState) {
         } else {
             session.terminal.warned_idle.store(false, Relaxed);
         }
-        let left = session.deadline.saturating_duration_since(now);
+        let left = session.deadline().saturating_duration_since(now);
         if left <= warn && !session.terminal.warned_expiry.swap(true, Relaxed) {
             let text = format!("This lab reaches its time limit in {} minutes; then its machine is removed.", minutes(left));
             session.terminal.notice(&text).await;
@@ -159,7 +159,7 @@ pub async fn save_meta(state: &AppState, session: &Session) {
         token: session.token.clone(),
         exercise: session.exercise.clone(),
         created_unix: session.created_at.unix_timestamp(),
-        expires_unix: session.expires_at.unix_timestamp(),
+        expires_unix: session.expires_at().unix_timestamp(),
         learner: state.grading.learner(&session.id),
     };
     let json = serde_json::to_vec(&meta).unwrap_or_default();

@@ -26,9 +26,11 @@ pub struct Session {
     pub token: String,
     pub exercise: String,
     pub created_at: OffsetDateTime,
-    pub expires_at: OffsetDateTime,
-    /// Monotonic deadline the reaper uses (immune to wall-clock jumps).
-    pub deadline: Instant,
+    /// When the session ends, and the same as a monotonic deadline the reaper uses (immune to
+    /// wall-clock jumps). Moved when a class is extended.
+    end: Mutex<(OffsetDateTime, Instant)>,
+    /// The machine's own settings (a class's per-learner memory), kept for resets.
+    pub machine: sandbox::MachineOptions,
     phase: Mutex<SessionPhase>,
     pub terminal: TerminalHub,
 }
@@ -45,6 +47,29 @@ impl Session {
     pub fn token_matches(&self, given: &str) -> bool {
         token::tokens_match(&self.token, given)
     }
+
+    pub fn expires_at(&self) -> OffsetDateTime {
+        lock(&self.end).0
+    }
+
+    pub fn deadline(&self) -> Instant {
+        lock(&self.end).1
+    }
+
+    /// Moves the session's end (a class extended or shortened); the expiry warning may come again.
+    pub fn set_expires_at(&self, expires_at: OffsetDateTime) {
+        let left = Duration::try_from((expires_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO)).unwrap_or_default();
+        *lock(&self.end) = (expires_at, Instant::now() + left);
+        self.terminal.warned_expiry.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What a new session gets besides its exercise: its length and its machine's settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionOptions {
+    /// Instead of the server's session length.
+    pub ttl: Option<Duration>,
+    pub machine: sandbox::MachineOptions,
 }
 
 /// Why a session could not be added.
@@ -70,6 +95,12 @@ impl SessionRegistry {
 
     /// Registers a new session for `exercise` in the `Starting` phase, with a fresh id and token.
     pub fn insert_new(&self, exercise: &str) -> Result<Arc<Session>, RegistryError> {
+        self.insert_new_with(exercise, SessionOptions::default())
+    }
+
+    /// Like [`Self::insert_new`], with a length and machine settings of its own.
+    pub fn insert_new_with(&self, exercise: &str, options: SessionOptions) -> Result<Arc<Session>, RegistryError> {
+        let ttl = options.ttl.unwrap_or(self.ttl);
         let mut sessions = lock(&self.sessions);
         if sessions.len() >= self.max_sessions {
             return Err(RegistryError::Full { max: self.max_sessions });
@@ -85,8 +116,8 @@ impl SessionRegistry {
             token: token::new_token(),
             exercise: exercise.to_owned(),
             created_at: now,
-            expires_at: now + self.ttl,
-            deadline: Instant::now() + self.ttl,
+            end: Mutex::new((now + ttl, Instant::now() + ttl)),
+            machine: options.machine,
             phase: Mutex::new(SessionPhase::Starting),
         });
         sessions.insert(id, session.clone());
@@ -114,8 +145,8 @@ impl SessionRegistry {
             token: token.to_owned(),
             exercise: exercise.to_owned(),
             created_at,
-            expires_at,
-            deadline: Instant::now() + Duration::try_from(left).unwrap_or_default(),
+            end: Mutex::new((expires_at, Instant::now() + Duration::try_from(left).unwrap_or_default())),
+            machine: sandbox::MachineOptions::default(),
             phase: Mutex::new(SessionPhase::Ready),
         });
         sessions.insert(id.to_owned(), session.clone());
@@ -135,7 +166,7 @@ impl SessionRegistry {
     pub fn take_expired(&self, now: Instant) -> Vec<Arc<Session>> {
         let mut sessions = lock(&self.sessions);
         let expired: Vec<String> =
-            sessions.values().filter(|s| s.deadline <= now).map(|s| s.id.clone()).collect();
+            sessions.values().filter(|s| s.deadline() <= now).map(|s| s.id.clone()).collect();
         expired.iter().filter_map(|id| sessions.remove(id)).collect()
     }
 

@@ -59,7 +59,7 @@ impl CreatedSession {
             id: session.id.clone(),
             token: session.token.clone(),
             terminal: terminal_path(&session.id),
-            expires_at: rfc3339(session.expires_at),
+            expires_at: rfc3339(session.expires_at()),
         }
     }
 }
@@ -120,7 +120,7 @@ async fn create_session(
 /// grading; on failure the session is unregistered.
 pub(crate) async fn start_machine(state: AppState, session: Arc<Session>) -> Result<(), AppError> {
     let started = Instant::now();
-    match state.backend.create(&session.id).await {
+    match state.backend.create_with(&session.id, &session.machine).await {
         Ok(info) => {
             state.metrics.session_start.observe(started.elapsed());
             if let Err(reason) = grading::live::machine_ready(&state, &session, &info).await {
@@ -164,7 +164,7 @@ async fn get_session(
         exercise: session.exercise.clone(),
         state: machine_state,
         created_at: rfc3339(session.created_at),
-        expires_at: rfc3339(session.expires_at),
+        expires_at: rfc3339(session.expires_at()),
         terminal: terminal_path(&session.id),
     }))
 }

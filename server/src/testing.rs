@@ -92,6 +92,8 @@ pub struct FakeBackend {
     pub destroyed: Mutex<Vec<String>>,
     pub terminals_opened: AtomicUsize,
     pub last_exec: Mutex<Option<ExecRequest>>,
+    /// The settings each machine was created with.
+    pub created_with: Mutex<Vec<(String, sandbox::MachineOptions)>>,
 }
 
 #[async_trait::async_trait]
@@ -113,6 +115,11 @@ impl MachineBackend for FakeBackend {
             address: None,
             start_duration: Duration::from_millis(400),
         })
+    }
+
+    async fn create_with(&self, id: &str, options: &sandbox::MachineOptions) -> Result<MachineInfo, SandboxError> {
+        self.created_with.lock().unwrap().push((id.to_owned(), *options));
+        self.create(id).await
     }
 
     async fn state(&self, id: &str) -> MachineState {

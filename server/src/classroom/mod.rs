@@ -1,8 +1,13 @@
-//! Instructor-run classes: instructor logins ([`auth`]), classes with join codes, learners joining
-//! with a display name, the live progress grid (pushed over SSE from the sessions' `checks`
-//! messages), read-only shadowing, ending a class, and results as CSV.
+//! Instructor-run classes: instructor logins ([`auth`]), classes with join codes and per-learner
+//! limits, learners joining with a display name and moving through the class's exercises, the live
+//! progress grid (pushed over SSE from the sessions' `checks` messages, with stuck markers from
+//! [`live`]), the instructor's actions ([`actions`]: watch, take over, reset, broadcast, extend,
+//! QR code), ending a class, and results as CSV.
 
+pub mod actions;
 pub mod auth;
+pub mod capacity;
+pub mod live;
 mod pages;
 
 use std::collections::{HashMap, HashSet};
@@ -17,29 +22,38 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::app::AppState;
-use crate::grading::TaskStatus;
-use crate::registry::{RegistryError, Session};
+use crate::registry::{RegistryError, Session, SessionOptions};
 use crate::store::classroom::{ClassRow, ClassStore, Login, MemberRow};
 use crate::store::CurrentLearner;
-use crate::terminal::protocol::ServerControl;
 use auth::now;
-
-/// Idle this long (no keystroke, no exec) and a learner is marked stuck.
-pub const STUCK_AFTER: Duration = Duration::from_secs(10 * 60);
+pub use live::{LearnerRow, StuckRules};
 /// Characters of join codes: no 0/O, 1/I/L.
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 6;
 const MAX_NAME: usize = 60;
 const MAX_SEATS: u32 = 500;
+/// Per-learner memory limits a class may set, in MiB.
+pub const MEMORY_MIB_RANGE: std::ops::RangeInclusive<u32> = 256..=16384;
 
-/// Classes of this server: the database and the live grid channels.
+/// Classes of this server: the database, the live channels and what the grid tracks in memory.
 pub struct Classroom {
     pub store: ClassStore,
+    pub rules: StuckRules,
     channels: Mutex<HashMap<String, broadcast::Sender<GridEvent>>>,
+    learner_channels: Mutex<HashMap<String, broadcast::Sender<(Option<i64>, LearnerEvent)>>>,
     joining: Mutex<HashSet<(String, String)>>,
+    /// Per member: the task they are on, from their checks.
+    watches: Mutex<HashMap<i64, Option<live::TaskWatch>>>,
+    /// Per member: the row last pushed to the grid.
+    sent: Mutex<HashMap<i64, LearnerRow>>,
+    /// Sessions whose checks are followed, and classes whose ticker runs.
+    followed: Mutex<HashSet<String>>,
+    tickers: Mutex<HashSet<String>>,
+    /// Sessions an instructor took over: (instructor, `true` until handed back).
+    takeovers: Mutex<HashMap<String, (i64, watch::Sender<bool>)>>,
 }
 
 /// What the grid page is pushed.
@@ -47,7 +61,24 @@ pub struct Classroom {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum GridEvent {
     Pass { member: i64, task: String },
-    Join { member: i64 },
+    /// A learner joined, or their row changed (stuck marker, hints, exercise, machine, take-over).
+    Learner { learner: Box<LearnerRow> },
+    Message { text: String, at: i64 },
+    Extended { ends_at: i64 },
+    Ended,
+}
+
+/// What a learner's page is pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LearnerEvent {
+    /// A message from the instructor to the whole class.
+    Message { text: String, at: i64 },
+    /// The instructor started (or stopped) typing in this learner's terminal.
+    Takeover { active: bool },
+    /// Every task of `exercise` passed; `next` when the class has another exercise.
+    Done { exercise: String, next: bool },
+    Extended { ends_at: i64 },
     Ended,
 }
 
@@ -57,15 +88,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Classroom {
     pub fn new(store: ClassStore) -> Self {
-        Classroom { store, channels: Mutex::new(HashMap::new()), joining: Mutex::new(HashSet::new()) }
+        Self::with_rules(store, StuckRules::default())
+    }
+
+    pub fn with_rules(store: ClassStore, rules: StuckRules) -> Self {
+        Classroom {
+            store,
+            rules,
+            channels: Mutex::default(),
+            learner_channels: Mutex::default(),
+            joining: Mutex::default(),
+            watches: Mutex::default(),
+            sent: Mutex::default(),
+            followed: Mutex::default(),
+            tickers: Mutex::default(),
+            takeovers: Mutex::default(),
+        }
     }
 
     fn channel(&self, class: &str) -> broadcast::Sender<GridEvent> {
-        lock(&self.channels).entry(class.to_owned()).or_insert_with(|| broadcast::channel(256).0).clone()
+        // Room for a burst of 200 learners' rows and passes before a slow page must reload.
+        lock(&self.channels).entry(class.to_owned()).or_insert_with(|| broadcast::channel(1024).0).clone()
     }
 
     fn publish(&self, class: &str, event: GridEvent) {
         let _ = self.channel(class).send(event);
+    }
+
+    fn learner_channel(&self, class: &str) -> broadcast::Sender<(Option<i64>, LearnerEvent)> {
+        lock(&self.learner_channels).entry(class.to_owned()).or_insert_with(|| broadcast::channel(64).0).clone()
+    }
+
+    /// Tells one learner's page (`Some(member)`) or every learner page of the class (`None`).
+    fn tell(&self, class: &str, member: Option<i64>, event: LearnerEvent) {
+        let _ = self.learner_channel(class).send((member, event));
+    }
+
+    pub fn is_taken_over(&self, session: &str) -> bool {
+        lock(&self.takeovers).contains_key(session)
     }
 }
 
@@ -126,6 +186,16 @@ pub fn router() -> Router<AppState> {
         .route("/api/classes/{id}/events", get(events))
         .route("/api/classes/{id}/end", post(end_class_api))
         .route("/api/classes/{id}/results.csv", get(results_csv))
+        .route("/api/classes/{id}/extend", post(actions::extend))
+        .route("/api/classes/{id}/broadcast", post(actions::broadcast))
+        .route("/api/classes/{id}/learners/{member}/reset", post(actions::reset_learner))
+        .route("/api/classes/{id}/learners/{member}/takeover", post(actions::take_over))
+        .route("/api/classes/{id}/learners/{member}/handback", post(actions::hand_back))
+        .route("/api/classes/capacity", get(actions::capacity))
+        .route("/classes/{id}/qr.svg", get(actions::qr))
+        .route("/api/classes/{id}/me", get(actions::me))
+        .route("/api/classes/{id}/me/events", get(actions::my_events))
+        .route("/api/classes/{id}/me/next", post(actions::my_next))
         .route("/api/join/{code}", post(join_api))
 }
 
@@ -181,6 +251,10 @@ pub struct NewClass {
     pub ends_at: Option<String>,
     /// Default 120.
     pub duration_minutes: Option<u32>,
+    /// Per-learner limits: how long each machine lives (default: until the class ends) and
+    /// its memory in MiB (default: the server's).
+    pub session_minutes: Option<u32>,
+    pub memory_mib: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -196,7 +270,7 @@ fn view(class: ClassRow) -> ClassView {
     ClassView { join_path: format!("/join/{}", class.code), class, state }
 }
 
-fn class_state(class: &ClassRow, now: i64) -> &'static str {
+pub(crate) fn class_state(class: &ClassRow, now: i64) -> &'static str {
     if class.ended_at.is_some() || now >= class.ends_at {
         "ended"
     } else if now < class.starts_at {
@@ -241,17 +315,18 @@ pub fn create_class(state: &AppState, login: &Login, body: NewClass) -> Result<C
     if ends_at <= starts_at || ends_at <= now() {
         return bad("the class must end after it starts, and in the future".into());
     }
-    let free = state.config.max_sessions.saturating_sub(state.sessions.len());
-    if body.seats as usize > free {
-        return Err(ClassError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "out_of_capacity",
-            format!(
-                "this server cannot hold {} learners now: {free} of its {} session machines are free",
-                body.seats, state.config.max_sessions
-            ),
+    if let Some(minutes) = body.session_minutes.filter(|m| !(5..=7 * 24 * 60).contains(m)) {
+        return bad(format!("`session_minutes` must be between 5 and {} (not {minutes})", 7 * 24 * 60));
+    }
+    if let Some(mib) = body.memory_mib.filter(|m| !MEMORY_MIB_RANGE.contains(m)) {
+        return bad(format!(
+            "`memory_mib` must be between {} and {} MiB (not {mib})",
+            MEMORY_MIB_RANGE.start(),
+            MEMORY_MIB_RANGE.end()
         ));
     }
+    let capacity = capacity::HostCapacity::now(state.config.max_sessions, state.sessions.len());
+    capacity.check(body.seats).map_err(|m| ClassError(StatusCode::SERVICE_UNAVAILABLE, "out_of_capacity", m))?;
     let mut class = ClassRow {
         id: hex::encode(rand::random::<[u8; 8]>()),
         instructor: login.instructor,
@@ -262,6 +337,8 @@ pub fn create_class(state: &AppState, login: &Login, body: NewClass) -> Result<C
         starts_at,
         ends_at,
         ended_at: None,
+        session_minutes: body.session_minutes,
+        memory_mib: body.memory_mib,
     };
     // A clash of codes (unique in the table) is retried with a new one.
     for _ in 0..10 {
@@ -299,61 +376,54 @@ pub struct TaskColumn {
     pub title: String,
 }
 
+/// One exercise of the class, with its tasks as the grid's columns.
 #[derive(Debug, Serialize)]
-pub struct LearnerRow {
-    pub member: i64,
-    pub name: String,
-    /// The live session (for read-only viewing), if any.
-    pub session: Option<String>,
-    pub time_on_task_s: i64,
-    pub idle_s: Option<u64>,
-    pub stuck: bool,
-    /// Keys of the passed tasks.
-    pub passed: Vec<String>,
+pub struct ExerciseColumns {
+    pub id: String,
+    pub title: String,
+    pub tasks: Vec<TaskColumn>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Grid {
     pub class: ClassView,
-    pub tasks: Vec<TaskColumn>,
+    /// The class's exercises in order; their tasks are the columns, grouped.
+    pub exercises: Vec<ExerciseColumns>,
     pub learners: Vec<LearnerRow>,
+    /// The class's latest broadcast messages: (at, text).
+    pub messages: Vec<(i64, String)>,
+    /// When a learner counts as stuck, in seconds.
+    pub stuck_idle_s: u64,
+    pub stuck_failing_s: u64,
 }
 
 fn task_key(exercise: &str, task: &str) -> String {
     format!("{exercise}:{task}")
 }
 
-pub fn grid(state: &AppState, class: ClassRow) -> Result<Grid, ClassError> {
-    let tasks = class
+fn exercise_columns(state: &AppState, class: &ClassRow) -> Vec<ExerciseColumns> {
+    class
         .exercises
         .iter()
         .filter_map(|e| state.catalog.exercise(e))
-        .flat_map(|e| e.tasks.iter().map(|t| TaskColumn { key: task_key(&e.id, &t.id), title: t.title.clone() }))
-        .collect();
-    let results = state.classroom.store.results(&class.id).map_err(internal)?;
-    let ended = class_state(&class, now()) == "ended";
-    let learners = state
-        .classroom
-        .store
-        .members(&class.id)
-        .map_err(internal)?
-        .into_iter()
-        .map(|m| {
-            let live = m.session.as_deref().and_then(|s| state.sessions.get(s)).filter(|_| !ended);
-            let idle = live.as_ref().map(|s| s.terminal.idle_for());
-            let passed = results.iter().filter(|r| r.0 == m.id).map(|r| task_key(&r.1, &r.2)).collect();
-            LearnerRow {
-                member: m.id,
-                name: m.display_name,
-                session: live.map(|s| s.id.clone()),
-                time_on_task_s: (now().min(class.ended_at.unwrap_or(i64::MAX)) - m.joined_at).max(0),
-                idle_s: idle.map(|d| d.as_secs()),
-                stuck: idle.is_some_and(|d| d >= STUCK_AFTER),
-                passed,
-            }
+        .map(|e| ExerciseColumns {
+            id: e.id.clone(),
+            title: e.title.clone(),
+            tasks: e.tasks.iter().map(|t| TaskColumn { key: task_key(&e.id, &t.id), title: t.title.clone() }).collect(),
         })
-        .collect();
-    Ok(Grid { class: view(class), tasks, learners })
+        .collect()
+}
+
+pub fn grid(state: &AppState, class: ClassRow) -> Result<Grid, ClassError> {
+    let learners = live::learner_rows(state, &class)?;
+    Ok(Grid {
+        exercises: exercise_columns(state, &class),
+        learners,
+        messages: state.classroom.store.messages(&class.id, 20).map_err(internal)?,
+        stuck_idle_s: state.classroom.rules.idle.as_secs(),
+        stuck_failing_s: state.classroom.rules.failing.as_secs(),
+        class: view(class),
+    })
 }
 
 async fn grid_api(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Grid>, ClassError> {
@@ -367,6 +437,7 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, Path(id): Pat
     let login = instructor(&state, &headers)?;
     let class = own_class(&state, &login, &id)?;
     let rx = state.classroom.channel(&class.id).subscribe();
+    live::ensure_ticker(&state, &class.id);
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         let data = match rx.recv().await {
             Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
@@ -386,6 +457,7 @@ pub async fn end_class(state: &AppState, class: &ClassRow) -> Result<usize, Clas
     let mut destroyed = 0;
     for member in state.classroom.store.members(&class.id).map_err(internal)? {
         let Some(id) = member.session.as_deref() else { continue };
+        lock(&state.classroom.takeovers).remove(id);
         if let Some(session) = state.sessions.remove(id) {
             state.grading.forget(id);
             crate::lifecycle::destroy_session(state, &session, "the instructor ended the class").await;
@@ -393,6 +465,7 @@ pub async fn end_class(state: &AppState, class: &ClassRow) -> Result<usize, Clas
         }
     }
     state.classroom.publish(&class.id, GridEvent::Ended);
+    state.classroom.tell(&class.id, None, LearnerEvent::Ended);
     Ok(destroyed)
 }
 
@@ -429,28 +502,28 @@ fn rfc3339(t: i64) -> String {
         .unwrap_or_default()
 }
 
-/// `learner,<exercise:task>…,passed,joined_at`: each task cell is when it first passed.
+/// `learner,<exercise:task>…,passed,joined_at,finished_at`: each task cell is when it first passed.
 pub fn results_csv_text(state: &AppState, class: &ClassRow) -> Result<String, ClassError> {
-    let grid = grid(state, class.clone())?;
+    let tasks: Vec<TaskColumn> = exercise_columns(state, class).into_iter().flat_map(|e| e.tasks).collect();
     let results = state.classroom.store.results(&class.id).map_err(internal)?;
     let members = state.classroom.store.members(&class.id).map_err(internal)?;
     let mut out = String::from("learner");
-    for t in &grid.tasks {
+    for t in &tasks {
         out.push(',');
         out.push_str(&csv_field(&t.key));
     }
-    out.push_str(",passed,joined_at\n");
+    out.push_str(",passed,joined_at,finished_at\n");
     for m in &members {
         out.push_str(&csv_field(&m.display_name));
         let mut passed = 0;
-        for t in &grid.tasks {
+        for t in &tasks {
             out.push(',');
             if let Some(r) = results.iter().find(|r| r.0 == m.id && task_key(&r.1, &r.2) == t.key) {
                 passed += 1;
                 out.push_str(&rfc3339(r.3));
             }
         }
-        out.push_str(&format!(",{passed},{}\n", rfc3339(m.joined_at)));
+        out.push_str(&format!(",{passed},{},{}\n", rfc3339(m.joined_at), m.finished_at.map(rfc3339).unwrap_or_default()));
     }
     Ok(out)
 }
@@ -474,13 +547,55 @@ struct JoinBody {
 pub struct Joined {
     pub class: String,
     pub exercise: String,
+    /// Which of the class's exercises this is (0-based), of how many.
+    pub exercise_index: u32,
+    pub exercises: usize,
     pub lesson_path: String,
     pub id: String,
     pub token: String,
     pub terminal: String,
 }
 
-/// Joins (or returns to) a class: the learner's live session, or a new one for the first exercise.
+fn lesson_path(state: &AppState, exercise: &str) -> String {
+    state
+        .catalog
+        .exercise(exercise)
+        .map(|e| format!("/lessons/{}?exercise={}", e.lesson, e.slug))
+        .unwrap_or_else(|| "/".into())
+}
+
+fn joined(state: &AppState, class: &ClassRow, index: u32, session: &Session) -> Joined {
+    Joined {
+        class: class.id.clone(),
+        exercise: session.exercise.clone(),
+        exercise_index: index,
+        exercises: class.exercises.len(),
+        lesson_path: lesson_path(state, &session.exercise),
+        id: session.id.clone(),
+        token: session.token.clone(),
+        terminal: format!("/api/sessions/{}/terminal", session.id),
+    }
+}
+
+/// Refuses a class that has ended or not started, in the learner's words.
+fn require_open(class: &ClassRow) -> Result<(), ClassError> {
+    match class_state(class, now()) {
+        "ended" => Err(ClassError(
+            StatusCode::GONE,
+            "class_ended",
+            format!("the class \"{}\" has ended: its join code no longer works", class.name),
+        )),
+        "not_started" => Err(ClassError(
+            StatusCode::FORBIDDEN,
+            "class_not_started",
+            format!("the class \"{}\" starts at {}: join then", class.name, rfc3339(class.starts_at)),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Joins (or returns to) a class: the learner's live session, or a new one for the exercise they
+/// are on (the first, for a new learner).
 pub async fn join(state: &AppState, learner: &str, code: &str, display_name: &str) -> Result<Joined, ClassError> {
     let code = code.trim().to_ascii_uppercase();
     let class = state
@@ -489,36 +604,13 @@ pub async fn join(state: &AppState, learner: &str, code: &str, display_name: &st
         .class_by_code(&code)
         .map_err(internal)?
         .ok_or_else(|| ClassError(StatusCode::NOT_FOUND, "unknown_code", format!("no class has the join code {code:?}")))?;
-    match class_state(&class, now()) {
-        "ended" => {
-            return Err(ClassError(
-                StatusCode::GONE,
-                "class_ended",
-                format!("the class \"{}\" has ended: its join code no longer works", class.name),
-            ))
-        }
-        "not_started" => {
-            return Err(ClassError(
-                StatusCode::FORBIDDEN,
-                "class_not_started",
-                format!("the class \"{}\" starts at {}: join then", class.name, rfc3339(class.starts_at)),
-            ))
-        }
-        _ => {}
-    }
-    let exercise = class.exercises.first().cloned().unwrap_or_default();
-    let lesson_path = state.catalog.exercise(&exercise).map(|e| format!("/lessons/{}", e.lesson)).unwrap_or_else(|| "/".into());
-    let joined = |session: &Session| Joined {
-        class: class.id.clone(),
-        exercise: session.exercise.clone(),
-        lesson_path: lesson_path.clone(),
-        id: session.id.clone(),
-        token: session.token.clone(),
-        terminal: format!("/api/sessions/{}/terminal", session.id),
-    };
+    require_open(&class)?;
     let existing = state.classroom.store.member(&class.id, learner).map_err(internal)?;
-    if let Some(live) = existing.as_ref().and_then(|m| m.session.as_deref()).and_then(|s| state.sessions.get(s)) {
-        return Ok(joined(&live));
+    if let Some(m) = &existing {
+        if let Some(live) = m.session.as_deref().and_then(|s| state.sessions.get(s)) {
+            follow(state, &class.id, m.id, live.clone());
+            return Ok(joined(state, &class, m.exercise_index, &live));
+        }
     }
     let display_name = display_name.trim();
     if existing.is_none() {
@@ -529,76 +621,123 @@ pub async fn join(state: &AppState, learner: &str, code: &str, display_name: &st
             return Err(ClassError(StatusCode::CONFLICT, "class_full", format!("all {} seats of this class are taken", class.seats)));
         }
     }
-    let key = (class.id.clone(), learner.to_owned());
-    if !lock(&state.classroom.joining).insert(key.clone()) {
-        return Err(ClassError(StatusCode::CONFLICT, "already_joining", "your machine is being started: try again in a moment".into()));
-    }
-    let result = start_member(state, &class, learner, display_name, existing, &exercise).await;
-    lock(&state.classroom.joining).remove(&key);
-    result.map(|s| joined(&s))
-}
-
-async fn start_member(
-    state: &AppState,
-    class: &ClassRow,
-    learner: &str,
-    display_name: &str,
-    existing: Option<MemberRow>,
-    exercise: &str,
-) -> Result<Arc<Session>, ClassError> {
+    let _joining = JoiningGuard::take(state, &class.id, learner)?;
     let member = match existing {
         Some(m) => m,
-        None => state.classroom.store.join(&class.id, learner, display_name, now()).map_err(internal)?,
+        None => {
+            let m = state.classroom.store.join(&class.id, learner, display_name, now()).map_err(internal)?;
+            live::push_row(state, &class, m.id);
+            m
+        }
     };
-    let session = state.sessions.insert_new(exercise).map_err(|RegistryError::Full { max }| {
+    let session = start_member_session(state, &class, &member).await?;
+    Ok(joined(state, &class, member.exercise_index, &session))
+}
+
+/// One start at a time per learner and class.
+struct JoiningGuard<'a>(&'a Classroom, (String, String));
+
+impl<'a> JoiningGuard<'a> {
+    fn take(state: &'a AppState, class: &str, learner: &str) -> Result<Self, ClassError> {
+        let key = (class.to_owned(), learner.to_owned());
+        if !lock(&state.classroom.joining).insert(key.clone()) {
+            return Err(ClassError(StatusCode::CONFLICT, "already_joining", "your machine is being started: try again in a moment".into()));
+        }
+        Ok(JoiningGuard(&state.classroom, key))
+    }
+}
+
+impl Drop for JoiningGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.joining).remove(&self.1);
+    }
+}
+
+/// A class session's length: the per-learner limit, never past the class's end.
+pub fn session_ttl(class: &ClassRow, now: i64) -> Duration {
+    let until_end = (class.ends_at - now).max(60);
+    let limit = class.session_minutes.map_or(until_end, |m| i64::from(m) * 60);
+    Duration::from_secs(limit.min(until_end) as u64)
+}
+
+fn session_options(class: &ClassRow) -> SessionOptions {
+    SessionOptions {
+        ttl: Some(session_ttl(class, now())),
+        machine: sandbox::MachineOptions { memory_bytes: class.memory_mib.map(|m| u64::from(m) << 20) },
+    }
+}
+
+/// Starts a machine for the exercise the member is on, with the class's per-learner limits.
+async fn start_member_session(state: &AppState, class: &ClassRow, member: &MemberRow) -> Result<Arc<Session>, ClassError> {
+    let exercise = class
+        .exercises
+        .get(member.exercise_index as usize)
+        .or(class.exercises.last())
+        .cloned()
+        .ok_or_else(|| internal(format!("class {} has no exercises", class.id)))?;
+    let session = state.sessions.insert_new_with(&exercise, session_options(class)).map_err(|RegistryError::Full { max }| {
         ClassError(StatusCode::SERVICE_UNAVAILABLE, "out_of_capacity", format!("all {max} session machines of this server are in use"))
     })?;
-    state.grading.set_learner(&session.id, learner);
+    state.grading.set_learner(&session.id, &member.learner);
     state.classroom.store.set_member_session(member.id, Some((&session.id, &session.token))).map_err(internal)?;
-    follow(state.clone(), class.id.clone(), member.id, session.clone());
+    lock(&state.classroom.watches).insert(member.id, None);
+    follow(state, &class.id, member.id, session.clone());
     tokio::spawn(crate::sessions::start_machine(state.clone(), session.clone()))
         .await
         .map_err(internal)?
         .map_err(|e| ClassError(e.status(), e.code(), e.to_string()))?;
-    state.classroom.publish(&class.id, GridEvent::Join { member: member.id });
+    live::push_row(state, class, member.id);
     Ok(session)
 }
 
+/// Moves a learner to the class's next exercise: their machine is replaced by a fresh one for it.
+pub async fn next_exercise(state: &AppState, class: &ClassRow, member: &MemberRow) -> Result<Joined, ClassError> {
+    require_open(class)?;
+    let next = member.exercise_index + 1;
+    if next as usize >= class.exercises.len() {
+        return Err(ClassError(StatusCode::CONFLICT, "last_exercise", "this is the class's last exercise".into()));
+    }
+    let _joining = JoiningGuard::take(state, &class.id, &member.learner)?;
+    if let Some(session) = member.session.as_deref().and_then(|s| state.sessions.remove(s)) {
+        lock(&state.classroom.takeovers).remove(&session.id);
+        state.grading.forget(&session.id);
+        crate::lifecycle::destroy_session(state, &session, "you moved on to the class's next exercise").await;
+    }
+    state.classroom.store.set_member_exercise(member.id, next, now()).map_err(internal)?;
+    let member = state.classroom.store.member_by_id(member.id).map_err(internal)?.ok_or_else(|| internal("member vanished"))?;
+    let session = start_member_session(state, class, &member).await?;
+    Ok(joined(state, class, next, &session))
+}
+
 /// Follows a class session's `checks` messages (the same ones its terminal viewers get) and
-/// records and pushes every newly passed task, until the session is gone.
-fn follow(state: AppState, class: String, member: i64, session: Arc<Session>) {
+/// records and pushes every newly passed task, until the session is gone. Once per session.
+fn follow(state: &AppState, class: &str, member: i64, session: Arc<Session>) {
+    if !lock(&state.classroom.followed).insert(session.id.clone()) {
+        return;
+    }
+    let (state, class) = (state.clone(), class.to_owned());
     tokio::spawn(async move {
         let (mut rx, latest) = session.terminal.subscribe_controls();
         if let Some(checks) = latest {
-            note_checks(&state, &class, member, &session.exercise, &checks);
+            live::note_checks(&state, &class, member, &session.exercise, &checks);
         }
         let mut alive = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Ok(control) => note_checks(&state, &class, member, &session.exercise, &control),
+                    Ok(control) => live::note_checks(&state, &class, member, &session.exercise, &control),
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = alive.tick() => {
                     if !state.sessions.get(&session.id).is_some_and(|s| Arc::ptr_eq(&s, &session)) {
-                        return;
+                        break;
                     }
                 }
             }
         }
+        lock(&state.classroom.followed).remove(&session.id);
     });
-}
-
-pub(crate) fn note_checks(state: &AppState, class: &str, member: i64, exercise: &str, control: &ServerControl) {
-    let ServerControl::Checks { tasks } = control else { return };
-    for task in tasks.iter().filter(|t| t.status == TaskStatus::Passed) {
-        match state.classroom.store.record_pass(member, exercise, &task.id, now()) {
-            Ok(true) => state.classroom.publish(class, GridEvent::Pass { member, task: task_key(exercise, &task.id) }),
-            Ok(false) => {}
-            Err(err) => tracing::warn!(error = %err, "could not record a class result"),
-        }
-    }
 }
 
 async fn join_api(

@@ -87,18 +87,23 @@ pub async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Res
         .flat_map(|l| l.exercises.iter())
         .map(|e| format!("<option value=\"{0}\">{0} · {1}</option>", esc(&e.id), esc(&e.title)))
         .collect();
-    let free = state.config.max_sessions.saturating_sub(state.sessions.len());
+    let capacity = super::capacity::HostCapacity::now(state.config.max_sessions, state.sessions.len());
+    let capacity = esc(&capacity.sentence());
     let csrf = esc(&login.csrf);
     page(
         "Instructor",
         &format!(
             "<h1>Classes of {name}</h1><form method=\"post\" action=\"/instructor/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Log out</button></form>\
-             <ul class=\"classes\">{rows}</ul><h2>New class</h2><p>{free} session machines free on this server.</p>\
+             <ul class=\"classes\">{rows}</ul><h2>New class</h2><p class=\"capacity\">Capacity: {capacity}.</p>\
              <form method=\"post\" action=\"/instructor/classes\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <label>Name <input name=\"name\" required maxlength=\"60\"></label>\
              <label>Exercises, in order <select name=\"exercises\" multiple required size=\"10\">{options}</select></label>\
              <label>Seats <input name=\"seats\" type=\"number\" min=\"1\" max=\"500\" value=\"10\" required></label>\
              <label>Length (minutes) <input name=\"duration_minutes\" type=\"number\" min=\"1\" value=\"120\"></label>\
+             <fieldset><legend>Per learner</legend>\
+             <label>Machine length (minutes; empty: until the class ends) <input name=\"session_minutes\" type=\"number\" min=\"5\"></label>\
+             <label>Machine memory (MiB; empty: the server's default) <input name=\"memory_mib\" type=\"number\" min=\"256\" max=\"16384\" step=\"128\"></label>\
+             </fieldset>\
              <button>Create class</button></form>",
             name = esc(&login.name)
         ),
@@ -120,6 +125,8 @@ pub async fn create_form(State(state): State<AppState>, headers: HeaderMap, Form
         starts_at: None,
         ends_at: None,
         duration_minutes: field("duration_minutes").and_then(|s| s.parse().ok()),
+        session_minutes: field("session_minutes").and_then(|s| s.parse().ok()),
+        memory_mib: field("memory_mib").and_then(|s| s.parse().ok()),
     };
     match super::create_class(&state, &login, new) {
         Ok(class) => Redirect::to(&format!("/classes/{}", class.id)).into_response(),
@@ -133,20 +140,41 @@ pub async fn grid_page(State(state): State<AppState>, headers: HeaderMap, Path(i
         Ok(c) => c,
         Err(err) => return error_page(err),
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("this-server");
+    let join_url = super::actions::join_url(&headers, &class.code);
+    let limits = format!(
+        "Each learner: {} machine, {} of memory.",
+        class.session_minutes.map_or("a".to_owned(), |m| format!("a {m}-minute")),
+        class.memory_mib.map_or("the server's default".to_owned(), |m| format!("{m} MiB"))
+    );
     page(
         &class.name,
         &format!(
-            "<h1>{name}</h1><p class=\"join\">Join at <strong>http://{host}/join/{code}</strong> · code <strong class=\"code\">{code}</strong></p>\
-             <p><a href=\"/api/classes/{id}/results.csv\">Results (CSV)</a> · <a href=\"/instructor\">All classes</a></p>\
+            "<header class=\"class-head\"><div><h1>{name}</h1>\
+             <p class=\"join\">Join at <a href=\"{url}\"><strong>{url}</strong></a> · code <strong class=\"code\">{code}</strong>\
+             · <button type=\"button\" id=\"show-qr\">QR code for the room</button></p>\
+             <p class=\"limits\">{limits} <span id=\"class-ends\"></span></p>\
+             <p><a href=\"/api/classes/{id}/results.csv\">Results (CSV)</a> · <a href=\"/instructor\">All classes</a></p></div>\
+             <div class=\"class-actions\" id=\"class-actions\">\
+             <form id=\"broadcast\"><label>Message to every learner <input name=\"text\" maxlength=\"500\" required></label><button>Send</button></form>\
+             <form id=\"extend\"><label>Extend by <input name=\"minutes\" type=\"number\" min=\"1\" max=\"480\" value=\"15\" required> minutes</label><button>Extend</button></form>\
              <form method=\"post\" action=\"/classes/{id}/end\" onsubmit=\"return confirm('End the class and remove every machine?')\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>End class</button></form>\
-             <div id=\"grid\" data-class=\"{id}\"></div><script src=\"/static/classroom.js\"></script>",
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button class=\"danger\">End class</button></form></div></header>\
+             <dialog id=\"qr\"><img src=\"/classes/{id}/qr.svg\" alt=\"QR code of {url}\" width=\"480\" height=\"480\">\
+             <p class=\"code\">{url}</p><form method=\"dialog\"><button>Close</button></form></dialog>\
+             <div class=\"grid-tools\"><label>Find <input type=\"search\" id=\"filter-name\" placeholder=\"name\"></label>\
+             <label><input type=\"checkbox\" id=\"filter-stuck\"> stuck only</label>\
+             <label><input type=\"checkbox\" id=\"filter-unfinished\"> not finished</label>\
+             <label>Sort by <select id=\"sort\"><option value=\"joined\">joining order</option><option value=\"name\">name</option>\
+             <option value=\"progress\">progress</option><option value=\"time\">time on task</option><option value=\"stuck\">stuck first</option></select></label>\
+             <span id=\"grid-count\"></span></div>\
+             <ul id=\"messages\" class=\"messages\"></ul>\
+             <div id=\"grid\" data-class=\"{id}\" data-csrf=\"{csrf}\"></div><script src=\"/static/classroom.js\"></script>",
             name = esc(&class.name),
-            host = esc(host),
+            url = esc(&join_url),
             code = esc(&class.code),
             id = esc(&class.id),
-            csrf = esc(&login.csrf)
+            csrf = esc(&login.csrf),
+            limits = esc(&limits),
         ),
     )
     .into_response()
@@ -173,14 +201,22 @@ pub async fn watch_page(State(state): State<AppState>, headers: HeaderMap, Path(
     let members = state.classroom.store.members(&id).unwrap_or_default();
     let Some(m) = members.into_iter().find(|m| m.id == member) else { return error_page(super::no_class()) };
     let Some(session) = m.session else { return error_page(super::no_class()) };
+    let taken_over = state.classroom.is_taken_over(&session);
     page(
         &m.display_name,
         &format!(
-            "<h1>{} <small>(read-only)</small></h1><link rel=\"stylesheet\" href=\"/static/vendor/xterm.css\">\
-             <div id=\"watch\" data-session=\"{}\"></div><script src=\"/static/vendor/xterm.js\"></script>\
+            "<h1>{name} <small id=\"watch-mode\">(read-only)</small></h1><link rel=\"stylesheet\" href=\"/static/vendor/xterm.css\">\
+             <p><button type=\"button\" id=\"takeover\">Take over (type in {name}'s terminal)</button>\
+             <button type=\"button\" id=\"handback\" hidden>Hand back</button>\
+             <button type=\"button\" id=\"reset-learner\">Reset {name}'s machine</button> <a href=\"/classes/{class}\">Back to the grid</a></p>\
+             <p id=\"watch-message\" class=\"refusal\" hidden></p>\
+             <div id=\"watch\" data-session=\"{session}\" data-class=\"{class}\" data-member=\"{member}\" data-csrf=\"{csrf}\" data-taken-over=\"{taken_over}\"></div>\
+             <script src=\"/static/vendor/xterm.js\"></script>\
              <script src=\"/static/vendor/addon-fit.js\"></script><script src=\"/static/classroom.js\"></script>",
-            esc(&m.display_name),
-            esc(&session)
+            name = esc(&m.display_name),
+            session = esc(&session),
+            class = esc(&id),
+            csrf = esc(&login.csrf),
         ),
     )
     .into_response()
@@ -219,7 +255,9 @@ pub async fn join_form(
             let value = serde_json::json!({"id": joined.id, "token": joined.token, "terminal": joined.terminal}).to_string();
             let value = serde_json::to_string(&value).unwrap_or_default();
             let target = serde_json::to_string(&joined.lesson_path).unwrap_or_default();
-            let script = format!("sessionStorage.setItem({key}, {value}); location.replace({target});").replace("</", "<\\/");
+            let class = serde_json::to_string(&joined.class).unwrap_or_default();
+            let script = format!("sessionStorage.setItem({key}, {value}); sessionStorage.setItem(\"docklab.class\", {class}); location.replace({target});")
+                .replace("</", "<\\/");
             page("Joining", &format!("<p>Your machine is ready…</p><script>{script}</script>")).into_response()
         }
         Err(err) => error_page(err),

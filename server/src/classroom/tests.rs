@@ -10,7 +10,8 @@ use tower::ServiceExt;
 use super::*;
 use crate::app::app;
 use crate::config::ServerConfig;
-use crate::grading::TaskReport;
+use crate::grading::{TaskReport, TaskStatus};
+use crate::terminal::protocol::ServerControl;
 use crate::testing::{fake_state, ready_session, some_exercise};
 
 struct Reply {
@@ -187,6 +188,8 @@ async fn expired_ended_and_unknown_join_codes_are_refused_clearly() {
         starts_at: now() - 7200,
         ends_at: now() - 60,
         ended_at: None,
+        session_minutes: None,
+        memory_mib: None,
     };
     state.classroom.store.add_class(&class, now()).unwrap();
     let join = |code: &str| req("POST", &format!("/api/join/{code}"), None, None, r#"{"display_name":"Ann"}"#);

@@ -53,13 +53,20 @@ async fn checks(State(state): State<AppState>, Path(id): Path<String>, headers: 
 /// Replaces the machine with a fresh one for the same exercise; the id and token stay.
 async fn reset(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<CreatedSession>, AppError> {
     let session = authorize(&state, &id, &headers, None)?;
-    require_ready(&session)?;
+    reset_machine(&state, &session, "the lab is being reset with a fresh machine").await?;
+    Ok(Json(CreatedSession::of(&session)))
+}
+
+/// Replaces a ready session's machine with a fresh one (the terminal's viewers are told `reason`
+/// and reconnect); also what a class's instructor does for one learner.
+pub(crate) async fn reset_machine(state: &AppState, session: &std::sync::Arc<crate::registry::Session>, reason: &str) -> Result<(), AppError> {
+    require_ready(session)?;
     session.set_phase(SessionPhase::Starting);
     let span = tracing::info_span!("session", id = %session.id);
     let started = Instant::now();
     let result = async {
         state.grading.stop(&session.id);
-        session.terminal.restart("the lab is being reset with a fresh machine").await;
+        session.terminal.restart(reason).await;
         match state.backend.destroy(&session.id).await {
             Ok(()) | Err(SandboxError::UnknownMachine { .. }) => {}
             Err(err) => {
@@ -73,8 +80,7 @@ async fn reset(State(state): State<AppState>, Path(id): Path<String>, headers: H
     .instrument(span.clone())
     .await;
     span.in_scope(|| tracing::info!(ok = result.is_ok(), elapsed = ?started.elapsed(), "session reset"));
-    result?;
-    Ok(Json(CreatedSession::of(&session)))
+    result
 }
 
 #[derive(Debug, Serialize, Deserialize)]

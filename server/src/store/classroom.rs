@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS class_members (
     joined_at INTEGER NOT NULL,
     UNIQUE (class, learner)
 );
+CREATE TABLE IF NOT EXISTS class_messages (
+    class TEXT NOT NULL REFERENCES classes(id),
+    at INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS class_results (
     member INTEGER NOT NULL REFERENCES class_members(id),
     exercise TEXT NOT NULL,
@@ -50,6 +55,15 @@ CREATE TABLE IF NOT EXISTS class_results (
     PRIMARY KEY (member, exercise, task)
 );
 ";
+
+/// Columns added after the first release: (table, column, definition). Added when missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("classes", "session_minutes", "INTEGER"),
+    ("classes", "memory_mib", "INTEGER"),
+    ("class_members", "exercise_index", "INTEGER NOT NULL DEFAULT 0"),
+    ("class_members", "exercise_started_at", "INTEGER"),
+    ("class_members", "finished_at", "INTEGER"),
+];
 
 pub type Result<T> = std::result::Result<T, rusqlite::Error>;
 
@@ -72,6 +86,10 @@ pub struct ClassRow {
     pub starts_at: i64,
     pub ends_at: i64,
     pub ended_at: Option<i64>,
+    /// Per-learner limits: each machine's length (default: until the class ends) and memory
+    /// (default: the server's).
+    pub session_minutes: Option<u32>,
+    pub memory_mib: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,14 +101,19 @@ pub struct MemberRow {
     pub session: Option<String>,
     pub token: Option<String>,
     pub joined_at: i64,
+    /// Which of the class's exercises the learner is on (0-based), since when.
+    pub exercise_index: u32,
+    pub exercise_started_at: Option<i64>,
+    /// When the learner passed every task of every exercise of the class.
+    pub finished_at: Option<i64>,
 }
 
 pub struct ClassStore {
     conn: Mutex<Connection>,
 }
 
-const CLASS_COLUMNS: &str = "id, instructor, name, exercises, seats, code, starts_at, ends_at, ended_at";
-const MEMBER_COLUMNS: &str = "id, class, learner, display_name, session, token, joined_at";
+const CLASS_COLUMNS: &str = "id, instructor, name, exercises, seats, code, starts_at, ends_at, ended_at, session_minutes, memory_mib";
+const MEMBER_COLUMNS: &str = "id, class, learner, display_name, session, token, joined_at, exercise_index, exercise_started_at, finished_at";
 
 fn class_row(r: &rusqlite::Row) -> Result<ClassRow> {
     let exercises: String = r.get(3)?;
@@ -104,6 +127,8 @@ fn class_row(r: &rusqlite::Row) -> Result<ClassRow> {
         starts_at: r.get(6)?,
         ends_at: r.get(7)?,
         ended_at: r.get(8)?,
+        session_minutes: r.get(9)?,
+        memory_mib: r.get(10)?,
     })
 }
 
@@ -116,6 +141,9 @@ fn member_row(r: &rusqlite::Row) -> Result<MemberRow> {
         session: r.get(4)?,
         token: r.get(5)?,
         joined_at: r.get(6)?,
+        exercise_index: r.get(7)?,
+        exercise_started_at: r.get(8)?,
+        finished_at: r.get(9)?,
     })
 }
 
@@ -133,6 +161,16 @@ impl ClassStore {
     fn init(conn: Connection) -> Result<ClassStore> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        for (table, column, definition) in ADDED_COLUMNS {
+            let present: bool = conn.query_row(
+                &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                params![column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+            }
+        }
         Ok(ClassStore { conn: Mutex::new(conn) })
     }
 
@@ -186,8 +224,9 @@ impl ClassStore {
     pub fn add_class(&self, class: &ClassRow, now: i64) -> Result<()> {
         self.conn()
             .execute(
-                "INSERT INTO classes (id, instructor, name, exercises, seats, code, starts_at, ends_at, ended_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+                "INSERT INTO classes (id, instructor, name, exercises, seats, code, starts_at, ends_at, ended_at, created_at,
+                                      session_minutes, memory_mib)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10, ?11)",
                 params![
                     class.id,
                     class.instructor,
@@ -197,7 +236,9 @@ impl ClassStore {
                     class.code,
                     class.starts_at,
                     class.ends_at,
-                    now
+                    now,
+                    class.session_minutes,
+                    class.memory_mib
                 ],
             )
             .map(drop)
@@ -233,7 +274,8 @@ impl ClassStore {
     pub fn join(&self, class: &str, learner: &str, display_name: &str, now: i64) -> Result<MemberRow> {
         let conn = self.conn();
         conn.execute(
-            "INSERT OR IGNORE INTO class_members (class, learner, display_name, joined_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR IGNORE INTO class_members (class, learner, display_name, joined_at, exercise_started_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
             params![class, learner, display_name, now],
         )?;
         conn.query_row(
@@ -277,6 +319,48 @@ impl ClassStore {
             .map(drop)
     }
 
+    /// Moves the class's end (extending it).
+    pub fn set_ends_at(&self, id: &str, ends_at: i64) -> Result<()> {
+        self.conn().execute("UPDATE classes SET ends_at = ?2 WHERE id = ?1", params![id, ends_at]).map(drop)
+    }
+
+    pub fn member_by_id(&self, member: i64) -> Result<Option<MemberRow>> {
+        self.conn()
+            .query_row(&format!("SELECT {MEMBER_COLUMNS} FROM class_members WHERE id = ?1"), params![member], member_row)
+            .optional()
+    }
+
+    /// Moves a learner to exercise `index` of the class, from `now`.
+    pub fn set_member_exercise(&self, member: i64, index: u32, now: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE class_members SET exercise_index = ?2, exercise_started_at = ?3 WHERE id = ?1",
+                params![member, index, now],
+            )
+            .map(drop)
+    }
+
+    /// Records when a learner finished the whole class (the first time counts).
+    pub fn set_member_finished(&self, member: i64, now: i64) -> Result<()> {
+        self.conn()
+            .execute("UPDATE class_members SET finished_at = COALESCE(finished_at, ?2) WHERE id = ?1", params![member, now])
+            .map(drop)
+    }
+
+    pub fn add_message(&self, class: &str, text: &str, now: i64) -> Result<()> {
+        self.conn().execute("INSERT INTO class_messages (class, at, text) VALUES (?1, ?2, ?3)", params![class, now, text]).map(drop)
+    }
+
+    /// The class's latest `limit` broadcast messages, oldest first: (at, text).
+    pub fn messages(&self, class: &str, limit: u32) -> Result<Vec<(i64, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at, text FROM (SELECT rowid, at, text FROM class_messages WHERE class = ?1 ORDER BY rowid DESC LIMIT ?2) ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map(params![class, limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+        rows
+    }
+
     /// Records a passed task; true when it is new.
     pub fn record_pass(&self, member: i64, exercise: &str, task: &str, now: i64) -> Result<bool> {
         self.conn()
@@ -285,6 +369,14 @@ impl ClassStore {
                 params![member, exercise, task, now],
             )
             .map(|n| n > 0)
+    }
+
+    /// (exercise, task) of every task one learner passed.
+    pub fn results_of(&self, member: i64) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT exercise, task FROM class_results WHERE member = ?1 ORDER BY passed_at")?;
+        let rows = stmt.query_map(params![member], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+        rows
     }
 
     /// (member, exercise, task, passed_at) for every passed task of the class.
@@ -321,6 +413,8 @@ mod tests {
                 starts_at: 0,
                 ends_at: 100,
                 ended_at: None,
+                session_minutes: Some(45),
+                memory_mib: None,
             };
             store.add_class(&class, 1).unwrap();
             let m = store.join("c1", "learner1", "Bo", 5).unwrap();
@@ -334,5 +428,43 @@ mod tests {
         assert_eq!(class.exercises, vec!["day-1/a", "day-1/b"]);
         assert_eq!(store.results("c1").unwrap().len(), 1);
         assert_eq!(store.member_count("c1").unwrap(), 1);
+        assert_eq!((class.session_minutes, class.memory_mib), (Some(45), None));
+        let m = store.member("c1", "learner1").unwrap().unwrap();
+        assert_eq!((m.exercise_index, m.exercise_started_at, m.finished_at), (0, Some(5), None));
+        store.set_member_exercise(m.id, 1, 9).unwrap();
+        store.set_member_finished(m.id, 10).unwrap();
+        store.set_member_finished(m.id, 11).unwrap();
+        let m = store.member_by_id(m.id).unwrap().unwrap();
+        assert_eq!((m.exercise_index, m.exercise_started_at, m.finished_at), (1, Some(9), Some(10)));
+        for i in 0..5 {
+            store.add_message("c1", &format!("note {i}"), 20 + i).unwrap();
+        }
+        assert_eq!(store.messages("c1", 2).unwrap(), vec![(23, "note 3".to_owned()), (24, "note 4".to_owned())]);
+    }
+
+    #[test]
+    fn a_database_from_the_first_release_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docklab.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE classes (id TEXT PRIMARY KEY, instructor INTEGER NOT NULL, name TEXT NOT NULL, exercises TEXT NOT NULL,
+                    seats INTEGER NOT NULL, code TEXT NOT NULL UNIQUE, starts_at INTEGER NOT NULL, ends_at INTEGER NOT NULL,
+                    ended_at INTEGER, created_at INTEGER NOT NULL);
+                 CREATE TABLE class_members (id INTEGER PRIMARY KEY, class TEXT NOT NULL, learner TEXT NOT NULL,
+                    display_name TEXT NOT NULL, session TEXT, token TEXT, joined_at INTEGER NOT NULL, UNIQUE (class, learner));
+                 INSERT INTO classes VALUES ('old', 1, 'Old', 'day-24/lifecycle', 3, 'OLD234', 0, 100, NULL, 0);
+                 INSERT INTO class_members (class, learner, display_name, joined_at) VALUES ('old', 'l', 'Ann', 7);",
+            )
+            .unwrap();
+        }
+        let store = ClassStore::open(&path).unwrap();
+        let class = store.class("old").unwrap().unwrap();
+        assert_eq!((class.session_minutes, class.memory_mib), (None, None));
+        let m = store.member("old", "l").unwrap().unwrap();
+        assert_eq!((m.exercise_index, m.finished_at), (0, None));
+        drop(store);
+        ClassStore::open(&path).expect("opening twice migrates nothing twice");
     }
 }

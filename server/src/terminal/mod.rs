@@ -67,6 +67,8 @@ async fn terminal(
     // HTTP/2 carries the host in the URI's authority instead of a Host header.
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
     check_origin(&headers, host)?;
+    // Set when an instructor types in a learner's terminal: resolves when they hand it back.
+    let mut taken_over = None;
     let session = match authorize(&state, &id, &headers, query.token.as_deref()) {
         Ok(session) => session,
         // A class's instructor may watch (read-only) their own learners' terminals.
@@ -75,6 +77,12 @@ async fn terminal(
             .get(&id)
             .filter(|_| crate::classroom::may_view_session(&state, &headers, &id))
             .ok_or(err)?,
+        // ...and type in one they took over.
+        Err(err) if query.token.is_none() => {
+            let (session, active) = crate::classroom::actions::takeover_for(&state, &headers, &id).ok_or(err)?;
+            taken_over = Some(active);
+            session
+        }
         Err(err) => return Err(err),
     };
     require_ready(&session)?;
@@ -92,7 +100,19 @@ async fn terminal(
     Ok(upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve_viewer(state, session, socket, mode, cols, rows).instrument(span)))
+        .on_upgrade(move |socket| {
+            async move {
+                let viewer = serve_viewer(state, session, socket, mode, cols, rows);
+                match taken_over {
+                    Some(active) => tokio::select! {
+                        _ = viewer => {}
+                        _ = crate::classroom::actions::handed_back(active) => tracing::info!("take-over ended; instructor detached"),
+                    },
+                    None => viewer.await,
+                }
+            }
+            .instrument(span)
+        }))
 }
 
 async fn serve_viewer(state: AppState, session: std::sync::Arc<Session>, socket: WebSocket, mode: ViewerMode, cols: u16, rows: u16) {
