@@ -730,6 +730,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lessons_with_a_live_visual_place_it_and_load_its_script_and_others_do_not() {
+        let (state, _backend) = fake_state(ServerConfig::default());
+        let router = crate::app::app(state);
+        let page = |uri: &'static str| {
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap()).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{uri}");
+                String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+            }
+        };
+        let day28 = page("/lessons/day-28?exercise=custom-bridge").await;
+        assert!(day28.contains(r#"<figure class="live-visual" data-visual="networks">"#), "{day28}");
+        assert!(day28.contains(r#"<script src="/static/visuals.js"></script>"#));
+        assert!(page("/lessons/day-26").await.contains(r#"data-visual="images""#));
+        assert!(page("/lessons/day-27").await.contains(r#"data-visual="volumes""#));
+        let day24 = page("/lessons/day-24").await;
+        assert!(!day24.contains("visuals.js") && !day24.contains("live-visual"), "day 24 has no live visual");
+        assert!(page("/static/visuals.js").await.contains("docklab:control"));
+    }
+
+    #[tokio::test]
     async fn the_scene_route_needs_the_token_and_says_when_the_engine_is_not_answering() {
         let (state, backend) = fake_state(ServerConfig::default());
         let (id, token) = ready_session(&state, &backend).await;

@@ -156,7 +156,15 @@
     ended("you ended the lab");
   }
 
+  // Other scripts of the page (the live visuals) follow the session through DOM events:
+  // `docklab:session` (detail {id, token}, or null once the lab has ended) and `docklab:control`
+  // (every control message from the terminal socket).
+  function announce(name, detail) {
+    document.dispatchEvent(new CustomEvent(name, { detail: detail }));
+  }
+
   function ended(reason) {
+    if (session) announce("docklab:session", null);
     closing = true;
     clearTimeout(reconnectTimer);
     if (ws) {
@@ -276,6 +284,7 @@
       fitTerminal();
       sendSize();
       term.focus();
+      if (session) announce("docklab:session", { id: session.id, token: session.token });
     };
 
     socket.onmessage = function (event) {
@@ -304,6 +313,7 @@
     } catch (_) {
       return;
     }
+    announce("docklab:control", msg);
     if (msg.type === "status") {
       if (msg.state === "ended") {
         ended(msg.reason || "the session is over");
