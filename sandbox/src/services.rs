@@ -25,15 +25,37 @@ pub enum ServiceError {
     Bind { what: &'static str, addr: SocketAddr, #[source] source: std::io::Error },
     #[error("the registry's TLS identity: {0}")]
     Tls(#[from] registry::tls::TlsError),
+    #[error("the registry's upstream: {0}")]
+    Upstream(#[from] registry::upstream::UpstreamError),
+}
+
+/// Operator choices for the services.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceOptions {
+    /// Makes the registry a pull-through cache of this registry (e.g. `https://registry-1.docker.io`).
+    pub registry_upstream: Option<String>,
 }
 
 /// Binds the registry and the package proxy on the bridge address and serves them in the
 /// background. The bridge must exist (see `SessionManager::ensure_network`).
 pub async fn spawn(state_dir: &Path, net: &NetworkConfig) -> Result<Vec<JoinHandle<()>>, ServiceError> {
+    spawn_with(state_dir, net, &ServiceOptions::default()).await
+}
+
+/// [`spawn`], with the operator's options.
+pub async fn spawn_with(state_dir: &Path, net: &NetworkConfig, options: &ServiceOptions) -> Result<Vec<JoinHandle<()>>, ServiceError> {
     let mut handles = Vec::new();
     // The CA first: machines created from now on find its certificate and trust it.
     let tls = registry::tls::load_or_create(state_dir)?;
-    let registry = registry::router(ImageStore::new(state_dir));
+    let upstream = match &options.registry_upstream {
+        Some(url) => {
+            let up = registry::upstream::Upstream::new(url, state_dir)?;
+            tracing::info!(upstream = %up.url(), "the registry is a pull-through cache of its upstream");
+            Some(up)
+        }
+        None => None,
+    };
+    let registry = registry::router_with_upstream(ImageStore::new(state_dir), upstream);
     let services = [
         ("image registry", REGISTRY_PORT, registry.clone()),
         ("package proxy", PACKAGE_PROXY_PORT, package_proxy::router(package_proxy::ProxyConfig::new(state_dir))),

@@ -119,6 +119,20 @@ pub struct ServeArgs {
     /// session (measured: about 120 MiB) after keeping 2 GiB for the host.
     #[arg(long, env = "DOCKLAB_MAX_SESSIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions: Option<u32>,
+    /// Make the session registry a pull-through cache of this registry, for hosts that reach the
+    /// internet: images docklab does not build are fetched from it, kept, and served from the
+    /// cache afterwards. E.g. https://registry-1.docker.io (Docker Hub).
+    #[arg(long, env = "DOCKLAB_REGISTRY_UPSTREAM", value_parser = parse_registry_upstream)]
+    pub registry_upstream: Option<String>,
+}
+
+/// Checks an upstream registry URL: scheme and host (and port), nothing else.
+pub fn parse_registry_upstream(text: &str) -> Result<String, String> {
+    let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+    match rest.map(|r| r.trim_end_matches('/')) {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => Ok(text.trim_end_matches('/').to_string()),
+        _ => Err(format!("{text:?} is not a registry URL: give its scheme and host, e.g. https://registry-1.docker.io")),
+    }
 }
 
 /// Memory one idle session is budgeted at when sizing the default capacity.
@@ -216,6 +230,18 @@ mod tests {
         let cli = Cli::try_parse_from(["docklab", "serve", "--max-sessions", "7"]).unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.server_config().max_sessions, 7);
+    }
+
+    #[test]
+    fn registry_upstream_takes_a_scheme_and_host_only() {
+        let cli = Cli::try_parse_from(["docklab", "serve", "--registry-upstream", "https://registry-1.docker.io/"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.registry_upstream.as_deref(), Some("https://registry-1.docker.io"));
+        assert_eq!(parse_registry_upstream("http://127.0.0.1:5000"), Ok("http://127.0.0.1:5000".into()));
+        for bad in ["registry-1.docker.io", "https://", "https://x/v2/", "ftp://x"] {
+            let err = Cli::try_parse_from(["docklab", "serve", "--registry-upstream", bad]).unwrap_err().to_string();
+            assert!(err.contains("not a registry URL"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -72,7 +72,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
-        let _services = match sandbox::services::spawn(&args.state_dir, &network).await {
+        let options = sandbox::services::ServiceOptions { registry_upstream: args.registry_upstream.clone() };
+        let _services = match sandbox::services::spawn_with(&args.state_dir, &network, &options).await {
             Ok(handles) => handles,
             Err(err) => {
                 tracing::error!(error = %err, "session machines will have no image registry or package proxy");

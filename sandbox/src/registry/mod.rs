@@ -20,6 +20,7 @@
 //! read-only rule is a property of the code rather than of a configuration file.
 
 pub mod tls;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -42,14 +43,26 @@ pub const PUSH_REFUSED: &str = "docklab's image registry is read-only: it serves
 To practise pushing, run your own registry in your machine: `docker run -d -p 5000:5000 --name registry registry:2`, \
 then `docker tag IMAGE localhost:5000/IMAGE` and `docker push localhost:5000/IMAGE`";
 
+/// What the registry serves: docklab's own images, and optionally an upstream it caches.
+struct Registry {
+    store: ImageStore,
+    upstream: Option<upstream::Upstream>,
+}
+
 /// The registry's routes over a store of OCI layouts (`<state-dir>/images/oci`).
 pub fn router(store: ImageStore) -> Router {
+    router_with_upstream(store, None)
+}
+
+/// The registry's routes; with an upstream, names and tags docklab does not have are pulled
+/// through from it (see [`upstream`]).
+pub fn router_with_upstream(store: ImageStore, upstream: Option<upstream::Upstream>) -> Router {
     Router::new()
         .route("/v2", any(base))
         .route("/v2/", any(base))
         .route("/v2/{*rest}", any(dispatch))
         .fallback(|| async { RegistryError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "this is a registry: its API is under /v2/".into()) })
-        .with_state(Arc::new(store))
+        .with_state(Arc::new(Registry { store, upstream }))
 }
 
 /// A distribution API error: `{"errors":[{"code":…,"message":…}]}`.
@@ -164,11 +177,21 @@ fn available(images: &[StoredImage]) -> String {
     }
 }
 
-fn name_unknown(images: &[StoredImage], repo: &str) -> RegistryError {
-    RegistryError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("docklab has no image called {repo}. Images you can pull here: {}", available(images)))
+/// A repository as the learner typed it (Docker Hub's official images without `library/`).
+fn familiar(repo: &str) -> &str {
+    repo.strip_prefix("library/").unwrap_or(repo)
 }
 
-async fn dispatch(State(store): State<Arc<ImageStore>>, UrlPath(rest): UrlPath<String>, req: Request) -> Response {
+fn name_unknown(images: &[StoredImage], repo: &str) -> RegistryError {
+    RegistryError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("docklab has no image called {}. Images you can pull here: {}", familiar(repo), available(images)))
+}
+
+/// The upstream, if the registry has one and `repo` may come from it (Docker Hub names only).
+fn upstream_for<'a>(reg: &'a Registry, repo: &str, host: &str) -> Option<&'a upstream::Upstream> {
+    reg.upstream.as_ref().filter(|_| host != "gcr.io" && !repo.starts_with("gcr.io/") && valid_repo(repo))
+}
+
+async fn dispatch(State(reg): State<Arc<Registry>>, UrlPath(rest): UrlPath<String>, req: Request) -> Response {
     let method = req.method().clone();
     let Some(target) = parse(&rest) else {
         return RegistryError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", format!("/v2/{rest} is not part of the registry API")).into_response();
@@ -179,8 +202,8 @@ async fn dispatch(State(store): State<Arc<ImageStore>>, UrlPath(rest): UrlPath<S
     }
     let host = request_host(req.headers(), req.uri());
     let images = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.images()).await.unwrap_or_default()
+        let reg = reg.clone();
+        tokio::task::spawn_blocking(move || reg.store.images()).await.unwrap_or_default()
     };
     match target {
         Target::Catalog => {
@@ -193,10 +216,61 @@ async fn dispatch(State(store): State<Arc<ImageStore>>, UrlPath(rest): UrlPath<S
             let tags: Vec<&str> = images.iter().filter(|i| i.name == name).flat_map(|i| i.tags.iter().map(|t| t.tag.as_str())).collect();
             json_ok(serde_json::json!({ "name": repo, "tags": tags }))
         }
-        Target::Manifest(repo, reference) => manifest(&images, repo, reference, &host, &method).await.unwrap_or_else(IntoResponse::into_response),
-        Target::Blob(repo, digest) => blob(&images, repo, digest, &host, req).await.unwrap_or_else(IntoResponse::into_response),
+        Target::Manifest(repo, reference) => match manifest(&images, repo, reference, &host, &method).await {
+            Ok(r) => r,
+            Err(local) => match upstream_for(&reg, repo, &host) {
+                Some(up) if local.status == StatusCode::NOT_FOUND => match up.manifest(repo, reference).await {
+                    Ok(m) => cached_manifest_response(m, &method),
+                    Err(e) => {
+                        tracing::info!(repo, reference, error = %e, "not in docklab's images, not from the upstream either");
+                        let why = if e.is_not_found() { "has none either".to_string() } else { format!("could not be asked: {e}") };
+                        RegistryError::new(
+                            StatusCode::NOT_FOUND,
+                            local.code,
+                            format!("{} (its upstream registry {} {why})", local.message, up.url()),
+                        )
+                        .into_response()
+                    }
+                },
+                _ => local.into_response(),
+            },
+        },
+        Target::Blob(repo, digest) => {
+            let (method, headers) = (req.method().clone(), req.headers().clone());
+            match blob(&images, repo, digest, &host, req).await {
+                Ok(r) => r,
+                Err(local) => match upstream_for(&reg, repo, &host) {
+                    Some(up) if local.status == StatusCode::NOT_FOUND => match up.cached_blob(digest) {
+                        Some(path) => {
+                            let mut again = Request::builder().method(method).body(Body::empty()).expect("a request");
+                            *again.headers_mut() = headers;
+                            serve_blob_file(&path, digest, again).await.unwrap_or_else(IntoResponse::into_response)
+                        }
+                        None => up.blob(repo, digest, &method).await.unwrap_or_else(|e| {
+                            tracing::info!(repo, digest, error = %e, "blob not available from the upstream");
+                            RegistryError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", format!("{} has no blob {digest}: {e}", familiar(repo))).into_response()
+                        }),
+                    },
+                    _ => local.into_response(),
+                },
+            }
+        }
         Target::Upload(_) => denied(),
     }
+}
+
+fn cached_manifest_response(m: upstream::CachedManifest, method: &Method) -> Response {
+    let len = m.bytes.len();
+    let body = if *method == Method::HEAD { Body::empty() } else { Body::from(m.bytes) };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, upstream::media_header(&m.media_type))
+        .header(header::CONTENT_LENGTH, len)
+        .header(DIGEST_HEADER, &m.digest)
+        .header(header::ETAG, format!("\"{}\"", m.digest))
+        .header(API_VERSION.0, API_VERSION.1)
+        .body(body)
+        .expect("valid response parts")
 }
 
 fn json_ok(v: serde_json::Value) -> Response {
@@ -226,7 +300,7 @@ async fn manifest(images: &[StoredImage], repo: &str, reference: &str, host: &st
         return Err(RegistryError::new(
             StatusCode::NOT_FOUND,
             "MANIFEST_UNKNOWN",
-            format!("docklab has no image {name}:{reference}; {name} has the tags {}. Images you can pull here: {}", tags.join(", "), available(images)),
+            format!("docklab has no image {}:{reference}; {name} has the tags {}. Images you can pull here: {}", familiar(repo), tags.join(", "), available(images)),
         ));
     };
     let bytes = tokio::fs::read(&path).await.map_err(|e| {
@@ -255,6 +329,10 @@ async fn blob(images: &[StoredImage], repo: &str, digest: &str, host: &str, req:
     let Some(path) = path else {
         return Err(RegistryError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", format!("{name} has no blob {digest}")));
     };
+    serve_blob_file(&path, digest, req).await
+}
+
+async fn serve_blob_file(path: &std::path::Path, digest: &str, req: Request) -> Result<Response, RegistryError> {
     // ServeFile answers HEAD and Range requests (dockerd resumes interrupted layer downloads).
     let mut resp = tower_http::services::ServeFile::new_with_mime(&path, &"application/octet-stream".parse().expect("a valid mime type"))
         .oneshot(req)
@@ -278,13 +356,18 @@ mod tests {
     /// A store with one small image, `busybox` (tags latest and 1.35), and
     /// `gcr.io/distroless/static-debian12:latest`, built from a tiny tree.
     fn store() -> (tempfile::TempDir, ImageStore, String, String) {
+        store_of(&[("busybox", &["latest", "1.35"][..]), ("gcr.io/distroless/static-debian12", &["latest"][..])])
+    }
+
+    /// A store of the named images; the first one's manifest and layer digests.
+    fn store_of(wanted: &[(&str, &[&str])]) -> (tempfile::TempDir, ImageStore, String, String) {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
         std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::write(root.join("bin/hello"), b"hi").unwrap();
+        std::fs::write(root.join("bin/hello"), format!("hi from {}", wanted[0].0)).unwrap();
         let store = ImageStore::at(tmp.path().join("oci"));
         let mut digests = Vec::new();
-        for (name, tags) in [("busybox", &["latest", "1.35"][..]), ("gcr.io/distroless/static-debian12", &["latest"][..])] {
+        for &(name, tags) in wanted {
             let dir = store.layout_dir(name, tags[0]);
             let layer = layout::write_layer(&root, &dir, &layout::TreeOptions::new(1)).unwrap();
             let config = oci_spec::image::ImageConfigurationBuilder::default()
@@ -388,6 +471,74 @@ mod tests {
             assert_eq!(v["errors"][0]["code"], "DENIED");
             assert!(v["errors"][0]["message"].as_str().unwrap().contains("registry:2"));
         }
+    }
+
+    /// Serves `app` on a loopback port; the task's handle stops it.
+    async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (format!("http://{addr}"), tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+    }
+
+    #[tokio::test]
+    async fn a_pull_through_cache_fetches_misses_keeps_them_and_serves_them_with_the_upstream_gone() {
+        // The upstream is a registry too: another docklab registry with an image docklab lacks.
+        let (_up_tmp, up_store, demo_manifest, demo_layer) = store_of(&[("cachedemo", &["1"][..])]);
+        let (url, upstream_task) = serve(router(up_store)).await;
+        let (tmp, store, _, _) = store();
+        let app = router_with_upstream(store, Some(upstream::Upstream::new(&url, tmp.path()).unwrap()));
+
+        // docklab's own images are still served from its layouts.
+        assert_eq!(call(&app, "GET", "/v2/library/busybox/manifests/latest", "10.200.0.1").await.0, StatusCode::OK);
+        // A miss comes from the upstream, byte for byte.
+        let (s, h, body) = call(&app, "GET", "/v2/library/cachedemo/manifests/1", "registry-1.docker.io").await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(h["docker-content-digest"], demo_manifest.as_str());
+        assert_eq!(h["content-type"], "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(layout::sha256_digest(&body), demo_manifest);
+        let (s, h, body) = call(&app, "GET", &format!("/v2/library/cachedemo/blobs/{demo_layer}"), "10.200.0.1").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["docker-content-digest"], demo_layer.as_str());
+        assert_eq!(layout::sha256_digest(&body), demo_layer, "the streamed blob is the upstream's");
+        assert!(tmp.path().join("registry-cache/blobs/sha256").join(demo_layer.trim_start_matches("sha256:")).is_file(), "the blob is kept");
+        // An image neither has: the message lists docklab's images and says the upstream has none.
+        let (s, _, body) = call(&app, "GET", "/v2/library/nosuch/manifests/1", "10.200.0.1").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let msg = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["errors"][0]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains("docklab has no image called nosuch") && msg.contains("busybox:latest") && msg.contains("has none either"), "{msg}");
+        // gcr.io names never go upstream.
+        assert_eq!(call(&app, "GET", "/v2/distroless/cachedemo/manifests/1", "gcr.io").await.0, StatusCode::NOT_FOUND);
+
+        // The upstream goes away: what was pulled is still served, by tag, digest and blob.
+        upstream_task.abort();
+        let _ = upstream_task.await;
+        let (s, h, _) = call(&app, "GET", "/v2/library/cachedemo/manifests/1", "10.200.0.1").await;
+        assert_eq!((s, h["docker-content-digest"].to_str().unwrap()), (StatusCode::OK, demo_manifest.as_str()));
+        assert_eq!(call(&app, "GET", &format!("/v2/cachedemo/manifests/{demo_manifest}"), "10.200.0.1").await.0, StatusCode::OK);
+        let (s, _, body) = call(&app, "GET", &format!("/v2/library/cachedemo/blobs/{demo_layer}"), "10.200.0.1").await;
+        assert_eq!((s, layout::sha256_digest(&body)), (StatusCode::OK, demo_layer.clone()));
+        let (s, _, body) = call(&app, "GET", "/v2/library/nosuch/manifests/1", "10.200.0.1").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(String::from_utf8_lossy(&body).contains("could not be asked"), "{}", String::from_utf8_lossy(&body));
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_does_not_match_its_digest_is_not_cached() {
+        // An "upstream" that answers every blob with the same wrong bytes.
+        let liar = Router::new().route(
+            "/v2/{*rest}",
+            any(|| async { (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], "not what you asked for") }),
+        );
+        let (url, _task) = serve(liar).await;
+        let (tmp, store, _, _) = store();
+        let app = router_with_upstream(store, Some(upstream::Upstream::new(&url, tmp.path()).unwrap()));
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let req = Request::builder().uri(format!("/v2/library/x/blobs/{digest}")).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert!(resp.into_body().collect().await.is_err(), "the client sees the transfer fail");
+        assert!(!tmp.path().join("registry-cache/blobs/sha256").join("ab".repeat(32)).exists());
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("registry-cache/blobs/sha256")).unwrap().flatten().collect();
+        assert!(leftovers.is_empty(), "no partial file is left: {leftovers:?}");
     }
 
     #[test]
