@@ -320,3 +320,412 @@ async fn the_pages_create_a_class_show_its_code_and_let_a_learner_join() {
     assert!(joined.body.as_str().unwrap().contains("sessionStorage.setItem"), "{}", joined.body);
     assert_eq!(state.sessions.len(), 1);
 }
+
+// ---- limits, actions, stuck markers, exercises in order, scale ---------------------------------
+
+/// A class created over the API by a fresh instructor `name`: (cookie, csrf, class id, code).
+async fn new_class(state: &AppState, router: &Router, name: &str, body: Value) -> (String, String, String, String) {
+    let (cookie, csrf) = login(state, router, name).await;
+    let created = call(router, req("POST", "/api/classes", Some(&cookie), Some(&csrf), &body.to_string())).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let (id, code) = (created.body["id"].as_str().unwrap().to_owned(), created.body["code"].as_str().unwrap().to_owned());
+    (cookie, csrf, id, code)
+}
+
+fn learner_cookie(c: char) -> String {
+    format!("docklab_learner={}", c.to_string().repeat(32))
+}
+
+async fn join_as(router: &Router, code: &str, cookie: &str, name: &str) -> Value {
+    let reply = call(router, req("POST", &format!("/api/join/{code}"), Some(cookie), None, &json!({"display_name": name}).to_string())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body
+}
+
+fn all_passed(state: &AppState, exercise: &str) -> ServerControl {
+    let e = state.catalog.exercise(exercise).unwrap();
+    ServerControl::Checks {
+        tasks: e.tasks.iter().map(|t| TaskReport { id: t.id.clone(), title: t.title.clone(), status: TaskStatus::Passed, detail: String::new() }).collect(),
+    }
+}
+
+/// Two exercises that exist, in catalog order.
+fn two_exercises(state: &AppState) -> Vec<String> {
+    state.catalog.lessons().iter().flat_map(|l| &l.exercises).take(2).map(|e| e.id.clone()).collect()
+}
+
+async fn next_event<T: Clone + std::fmt::Debug>(rx: &mut broadcast::Receiver<T>, what: impl Fn(&T) -> bool) -> T {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = rx.recv().await.unwrap();
+            if what(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the event came")
+}
+
+#[tokio::test]
+async fn per_learner_limits_reach_each_machine_and_its_length() {
+    let (state, backend) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let exercise = some_exercise(&state);
+    let (cookie, csrf) = login(&state, &router, "ada").await;
+    for (field, value) in [("memory_mib", 100), ("memory_mib", 20000), ("session_minutes", 2)] {
+        let body = json!({"name": "x", "exercises": [exercise], "seats": 2, field: value}).to_string();
+        let reply = call(&router, req("POST", "/api/classes", Some(&cookie), Some(&csrf), &body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{field}={value}");
+        assert!(reply.body["error"].as_str().unwrap().contains(field), "{}", reply.body);
+    }
+    let body = json!({"name": "Limits", "exercises": [exercise], "seats": 2, "duration_minutes": 90, "session_minutes": 30, "memory_mib": 512});
+    let (_, _, id, code) = new_class(&state, &router, "bob", body).await;
+    let class = state.classroom.store.class(&id).unwrap().unwrap();
+    assert_eq!((class.session_minutes, class.memory_mib), (Some(30), Some(512)));
+    let joined = join_as(&router, &code, &learner_cookie('a'), "Ann").await;
+    let session = state.sessions.get(joined["id"].as_str().unwrap()).unwrap();
+    let created = backend.created_with.lock().unwrap().clone();
+    assert_eq!(created, vec![(session.id.clone(), sandbox::MachineOptions { memory_bytes: Some(512 << 20) })]);
+    let left = session.expires_at().unix_timestamp() - now();
+    assert!((29 * 60..=30 * 60).contains(&left), "the machine lives 30 minutes, not {left} s");
+
+    // Without a per-learner length, a machine lasts until the class ends, never longer.
+    let body = json!({"name": "Short", "exercises": [exercise], "seats": 2, "duration_minutes": 20, "session_minutes": 60});
+    let (_, _, _, code) = new_class(&state, &router, "cy", body).await;
+    let joined = join_as(&router, &code, &learner_cookie('b'), "Bo").await;
+    let session = state.sessions.get(joined["id"].as_str().unwrap()).unwrap();
+    let left = session.expires_at().unix_timestamp() - now();
+    assert!((19 * 60..=20 * 60).contains(&left), "clamped to the class's end, not {left} s");
+    assert_eq!(backend.created_with.lock().unwrap().last().unwrap().1, sandbox::MachineOptions::default());
+}
+
+#[tokio::test]
+async fn the_capacity_refusal_says_how_many_machines_the_host_can_hold() {
+    let (state, _) = fake_state(ServerConfig { max_sessions: 5, ..ServerConfig::default() });
+    let router = app(state.clone());
+    let (cookie, csrf) = login(&state, &router, "ada").await;
+    let reply = call(&router, req("GET", "/api/classes/capacity", Some(&cookie), None, "")).await;
+    assert_eq!(reply.body["capacity"]["slots_free"], 5, "{}", reply.body);
+    let sentence = reply.body["sentence"].as_str().unwrap();
+    assert!(sentence.contains("this host can start") && sentence.contains("5 of its 5 session slots"), "{sentence}");
+    let reply = call(&router, req("POST", "/api/classes", Some(&cookie), Some(&csrf), &class_body(&state, 6))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let error = reply.body["error"].as_str().unwrap();
+    assert!(error.contains("a class of 6 does not fit") && error.contains("can start 5 more"), "{error}");
+    assert_eq!(call(&router, req("GET", "/api/classes/capacity", None, None, "")).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn every_instructor_action_needs_csrf_and_a_class_of_their_own() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let (ada, ada_csrf, id, code) = new_class(&state, &router, "ada", json!({"name": "A", "exercises": [some_exercise(&state)], "seats": 3})).await;
+    let (bob, bob_csrf) = login(&state, &router, "bob").await;
+    join_as(&router, &code, &learner_cookie('a'), "Ann").await;
+    let member = state.classroom.store.members(&id).unwrap()[0].id;
+    let learner = learner_cookie('a');
+    let actions = [
+        (format!("/api/classes/{id}/extend"), r#"{"minutes":5}"#),
+        (format!("/api/classes/{id}/broadcast"), r#"{"text":"hello"}"#),
+        (format!("/api/classes/{id}/learners/{member}/takeover"), ""),
+        (format!("/api/classes/{id}/learners/{member}/handback"), ""),
+        (format!("/api/classes/{id}/learners/{member}/reset"), ""),
+    ];
+    for (path, body) in &actions {
+        assert_eq!(call(&router, req("POST", path, Some(&ada), None, body)).await.status, StatusCode::FORBIDDEN, "no CSRF: {path}");
+        assert_eq!(call(&router, req("POST", path, Some(&ada), Some(&bob_csrf), body)).await.status, StatusCode::FORBIDDEN, "another's CSRF: {path}");
+        assert_eq!(call(&router, req("POST", path, Some(&bob), Some(&bob_csrf), body)).await.status, StatusCode::NOT_FOUND, "another's class: {path}");
+        assert_eq!(call(&router, req("POST", path, Some(&learner), None, body)).await.status, StatusCode::UNAUTHORIZED, "a learner: {path}");
+        let mut cross = req("POST", path, Some(&ada), Some(&ada_csrf), body);
+        cross.headers_mut().insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        cross.headers_mut().insert(header::HOST, "docklab.example".parse().unwrap());
+        assert_eq!(call(&router, cross).await.status, StatusCode::FORBIDDEN, "another site: {path}");
+    }
+    // A member of another class is not found through this one.
+    let (_, _, other, other_code) = new_class(&state, &router, "cy", json!({"name": "C", "exercises": [some_exercise(&state)], "seats": 3})).await;
+    join_as(&router, &other_code, &learner_cookie('b'), "Bo").await;
+    let stranger = state.classroom.store.members(&other).unwrap()[0].id;
+    let path = format!("/api/classes/{id}/learners/{stranger}/reset");
+    assert_eq!(call(&router, req("POST", &path, Some(&ada), Some(&ada_csrf), "")).await.status, StatusCode::NOT_FOUND);
+    // The QR code is the instructor's too.
+    let qr = format!("/classes/{id}/qr.svg");
+    assert_eq!(call(&router, req("GET", &qr, Some(&bob), None, "")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(call(&router, req("GET", &qr, Some(&learner), None, "")).await.status, StatusCode::UNAUTHORIZED);
+    // Nothing happened: no message, the end unchanged, nobody taken over.
+    assert!(state.classroom.store.messages(&id, 10).unwrap().is_empty());
+    assert!(lock(&state.classroom.takeovers).is_empty());
+}
+
+#[tokio::test]
+async fn extending_moves_the_class_end_and_every_machine_with_it() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let (ada, csrf, id, code) =
+        new_class(&state, &router, "ada", json!({"name": "A", "exercises": [some_exercise(&state)], "seats": 3, "duration_minutes": 60})).await;
+    let joined = join_as(&router, &code, &learner_cookie('a'), "Ann").await;
+    let session = state.sessions.get(joined["id"].as_str().unwrap()).unwrap();
+    let before = state.classroom.store.class(&id).unwrap().unwrap().ends_at;
+    let mut learner_events = state.classroom.learner_channel(&id).subscribe();
+    let path = format!("/api/classes/{id}/extend");
+    for bad in [r#"{"minutes":0}"#, r#"{"minutes":100000}"#, r#"{"minutes":"soon"}"#] {
+        assert_eq!(call(&router, req("POST", &path, Some(&ada), Some(&csrf), bad)).await.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let reply = call(&router, req("POST", &path, Some(&ada), Some(&csrf), r#"{"minutes":30}"#)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["ends_at"], before + 1800);
+    assert_eq!(state.classroom.store.class(&id).unwrap().unwrap().ends_at, before + 1800);
+    assert_eq!(session.expires_at().unix_timestamp(), before + 1800, "the learner's machine lives as long as the class");
+    let event = next_event(&mut learner_events, |(_, e)| matches!(e, LearnerEvent::Extended { .. })).await;
+    assert_eq!(event, (None, LearnerEvent::Extended { ends_at: before + 1800 }));
+    // An ended class cannot be extended.
+    call(&router, req("POST", &format!("/api/classes/{id}/end"), Some(&ada), Some(&csrf), "")).await;
+    assert_eq!(call(&router, req("POST", &path, Some(&ada), Some(&csrf), r#"{"minutes":5}"#)).await.status, StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_terminal_and_page_of_the_class_and_refuses_control_characters() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let (ada, csrf, id, code) = new_class(&state, &router, "ada", json!({"name": "A", "exercises": [some_exercise(&state)], "seats": 3})).await;
+    let joined = join_as(&router, &code, &learner_cookie('a'), "Ann").await;
+    let session = state.sessions.get(joined["id"].as_str().unwrap()).unwrap();
+    let (terminal, _pty) = crate::testing::FakePty::new();
+    let mut viewer = session.terminal.attach(crate::terminal::hub::ViewerMode::Interactive, || async { Ok(terminal) }).await.unwrap();
+    let mut pages = state.classroom.learner_channel(&id).subscribe();
+    let path = format!("/api/classes/{id}/broadcast");
+    for bad in ["", "\u{1b}[2J wipe", "two\nlines", &"x".repeat(501)] {
+        let reply = call(&router, req("POST", &path, Some(&ada), Some(&csrf), &json!({"text": bad}).to_string())).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    let reply = call(&router, req("POST", &path, Some(&ada), Some(&csrf), r#"{"text":"Break until 11:00"}"#)).await;
+    assert_eq!(reply.body["terminals"], 1, "{}", reply.body);
+    let crate::terminal::hub::HubEvent::Output(bytes) = viewer.events.recv().await.unwrap() else { panic!("no output") };
+    assert!(String::from_utf8_lossy(&bytes).contains("Message from your instructor: Break until 11:00"));
+    let (to, event) = next_event(&mut pages, |(_, e)| matches!(e, LearnerEvent::Message { .. })).await;
+    assert_eq!(to, None, "every page of the class");
+    assert!(matches!(event, LearnerEvent::Message { text, .. } if text == "Break until 11:00"));
+    // Pages that open later see it too.
+    let me = call(&router, req("GET", &format!("/api/classes/{id}/me"), Some(&learner_cookie('a')), None, "")).await;
+    assert_eq!(me.body["messages"][0][1], "Break until 11:00", "{}", me.body);
+}
+
+#[tokio::test]
+async fn take_over_lets_only_that_instructor_type_and_handing_back_revokes_it() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let (ada, csrf, id, code) = new_class(&state, &router, "ada", json!({"name": "A", "exercises": [some_exercise(&state)], "seats": 3})).await;
+    let (bob, _) = login(&state, &router, "bob").await;
+    let joined = join_as(&router, &code, &learner_cookie('a'), "Ann").await;
+    let session_id = joined["id"].as_str().unwrap().to_owned();
+    let member = state.classroom.store.members(&id).unwrap()[0].id;
+    let interactive = format!("/api/sessions/{session_id}/terminal?mode=interactive");
+    let with_cookie = |c: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, c.parse().unwrap());
+        h
+    };
+    // Before a take-over, the instructor cannot type (401 before any WebSocket).
+    assert_eq!(call(&router, req("GET", &interactive, Some(&ada), None, "")).await.status, StatusCode::UNAUTHORIZED);
+    let (terminal, _pty) = crate::testing::FakePty::new();
+    let session = state.sessions.get(&session_id).unwrap();
+    let mut viewer = session.terminal.attach(crate::terminal::hub::ViewerMode::Interactive, || async { Ok(terminal) }).await.unwrap();
+    let mut pages = state.classroom.learner_channel(&id).subscribe();
+
+    let reply = call(&router, req("POST", &format!("/api/classes/{id}/learners/{member}/takeover"), Some(&ada), Some(&csrf), "")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let crate::terminal::hub::HubEvent::Output(bytes) = viewer.events.recv().await.unwrap() else { panic!("no notice") };
+    assert!(String::from_utf8_lossy(&bytes).contains("Your instructor is now typing in this terminal"));
+    assert_eq!(next_event(&mut pages, |_| true).await, (Some(member), LearnerEvent::Takeover { active: true }));
+    // Authorised now (400: it then needs a WebSocket); another instructor or a learner still not.
+    assert_eq!(call(&router, req("GET", &interactive, Some(&ada), None, "")).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&router, req("GET", &interactive, Some(&bob), None, "")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&router, req("GET", &interactive, Some(&learner_cookie('b')), None, "")).await.status, StatusCode::UNAUTHORIZED);
+    let (_, active) = actions::takeover_for(&state, &with_cookie(&ada), &session_id).expect("ada took it over");
+    assert!(actions::takeover_for(&state, &with_cookie(&bob), &session_id).is_none());
+    let grid = call(&router, req("GET", &format!("/api/classes/{id}"), Some(&ada), None, "")).await.body;
+    assert_eq!(grid["learners"][0]["taken_over"], true);
+
+    let reply = call(&router, req("POST", &format!("/api/classes/{id}/learners/{member}/handback"), Some(&ada), Some(&csrf), "")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(5), actions::handed_back(active)).await.expect("an open writable connection is cut");
+    assert_eq!(next_event(&mut pages, |_| true).await, (Some(member), LearnerEvent::Takeover { active: false }));
+    assert_eq!(call(&router, req("GET", &interactive, Some(&ada), None, "")).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn resetting_a_learner_gives_them_a_fresh_machine_with_the_same_limits() {
+    let (state, backend) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let body = json!({"name": "A", "exercises": [some_exercise(&state)], "seats": 3, "memory_mib": 768});
+    let (ada, csrf, id, code) = new_class(&state, &router, "ada", body).await;
+    let joined = join_as(&router, &code, &learner_cookie('a'), "Ann").await;
+    let session_id = joined["id"].as_str().unwrap().to_owned();
+    let member = state.classroom.store.members(&id).unwrap()[0].id;
+    let reply = call(&router, req("POST", &format!("/api/classes/{id}/learners/{member}/reset"), Some(&ada), Some(&csrf), "")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(*backend.destroyed.lock().unwrap(), vec![session_id.clone()], "the old machine is gone");
+    let created = backend.created_with.lock().unwrap().clone();
+    assert_eq!(created.len(), 2);
+    assert!(created.iter().all(|(s, o)| *s == session_id && o.memory_bytes == Some(768 << 20)), "{created:?}");
+    assert!(state.sessions.get(&session_id).is_some(), "same session, same token: the learner's page reconnects");
+}
+
+#[test]
+fn stuck_means_idle_or_failing_the_same_task_too_long() {
+    let rules = StuckRules { idle: Duration::from_secs(300), failing: Duration::from_secs(600), tick: Duration::from_secs(5) };
+    let report = |id: &str, status| TaskReport { id: id.into(), title: String::new(), status, detail: String::new() };
+    let mut watch = None;
+    assert!(!live::TaskWatch::update(&mut watch, "e", &[report("a", TaskStatus::Passed), report("b", TaskStatus::Failed)], 1000));
+    let w = watch.clone().unwrap();
+    assert_eq!((w.task.as_deref(), w.since, w.failing), (Some("b"), 1000, true));
+    // The same task failing again keeps its start.
+    live::TaskWatch::update(&mut watch, "e", &[report("a", TaskStatus::Passed), report("b", TaskStatus::Failed)], 1300);
+    assert_eq!(watch.as_ref().unwrap().since, 1000);
+    let fresh = Some(Duration::from_secs(10));
+    assert_eq!(live::stuck(&rules, fresh, watch.as_ref(), 1599, false), None, "9 minutes on it");
+    assert_eq!(live::stuck(&rules, fresh, watch.as_ref(), 1600, false), Some(live::Stuck::Failing { task: "b".into(), minutes: 10 }));
+    assert_eq!(live::stuck(&rules, Some(Duration::from_secs(420)), None, 0, false), Some(live::Stuck::Idle { minutes: 7 }));
+    assert_eq!(live::stuck(&rules, None, watch.as_ref(), 9999, false), None, "no machine, no marker");
+    assert_eq!(live::stuck(&rules, Some(Duration::from_secs(9999)), watch.as_ref(), 9999, true), None, "finished");
+    // A check that has not run yet is not "failing".
+    live::TaskWatch::update(&mut watch, "e", &[report("a", TaskStatus::Passed), report("b", TaskStatus::Pending)], 1700);
+    assert_eq!(live::stuck(&rules, fresh, watch.as_ref(), 9999, false), None);
+    // Moving on restarts the clock; finishing is reported once.
+    assert!(live::TaskWatch::update(&mut watch, "e", &[report("a", TaskStatus::Passed), report("b", TaskStatus::Passed)], 1800));
+    assert!(!live::TaskWatch::update(&mut watch, "e", &[report("a", TaskStatus::Passed), report("b", TaskStatus::Passed)], 1900));
+    assert_eq!(live::stuck(&rules, fresh, watch.as_ref(), 99999, false), None);
+}
+
+#[tokio::test]
+async fn the_stuck_marker_is_computed_on_the_server_and_pushed_by_itself() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let rules = StuckRules { idle: Duration::from_millis(300), failing: Duration::from_secs(600), tick: Duration::from_millis(50) };
+    let state = state.with_classroom(Arc::new(Classroom::with_rules(ClassStore::in_memory(), rules)));
+    let router = app(state.clone());
+    let (_, _, id, code) = new_class(&state, &router, "ada", json!({"name": "A", "exercises": [some_exercise(&state)], "seats": 3})).await;
+    let joined = join_as(&router, &code, &learner_cookie('a'), "Ann").await;
+    let session = state.sessions.get(joined["id"].as_str().unwrap()).unwrap();
+    let mut grid = state.classroom.channel(&id).subscribe();
+    live::ensure_ticker(&state, &id);
+    let stuck = next_event(&mut grid, |e| matches!(e, GridEvent::Learner { learner } if learner.stuck)).await;
+    let GridEvent::Learner { learner } = stuck else { unreachable!() };
+    assert_eq!(learner.stuck_reason.as_deref(), Some("idle for 0 min"));
+    // Typing again clears it, pushed likewise.
+    session.terminal.touch();
+    next_event(&mut grid, |e| matches!(e, GridEvent::Learner { learner } if !learner.stuck)).await;
+}
+
+#[tokio::test]
+async fn a_learner_moves_through_the_class_exercises_in_order() {
+    let (state, backend) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let exercises = two_exercises(&state);
+    let (ada, _, id, code) = new_class(&state, &router, "ada", json!({"name": "Two", "exercises": exercises, "seats": 3})).await;
+    let ann = learner_cookie('a');
+    let joined = join_as(&router, &code, &ann, "Ann").await;
+    assert_eq!((joined["exercise"].as_str(), joined["exercise_index"].as_u64()), (Some(exercises[0].as_str()), Some(0)));
+    let first = state.catalog.exercise(&exercises[0]).unwrap();
+    assert_eq!(joined["lesson_path"], format!("/lessons/{}?exercise={}", first.lesson, first.slug));
+    let mut pages = state.classroom.learner_channel(&id).subscribe();
+    let me = call(&router, req("GET", &format!("/api/classes/{id}/me"), Some(&ann), None, "")).await.body;
+    assert_eq!((me["done"].as_bool(), me["exercises"].as_array().unwrap().len()), (Some(false), 2), "{me}");
+
+    let session = state.sessions.get(joined["id"].as_str().unwrap()).unwrap();
+    session.terminal.publish_control(all_passed(&state, &exercises[0]));
+    let member = state.classroom.store.members(&id).unwrap()[0].id;
+    let done = next_event(&mut pages, |(_, e)| matches!(e, LearnerEvent::Done { .. })).await;
+    assert_eq!(done, (Some(member), LearnerEvent::Done { exercise: exercises[0].clone(), next: true }));
+    let me = call(&router, req("GET", &format!("/api/classes/{id}/me"), Some(&ann), None, "")).await.body;
+    assert_eq!(me["done"], true);
+
+    // Someone else's cookie is not in the class and cannot move anyone.
+    let bo = learner_cookie('b');
+    assert_eq!(call(&router, req("POST", &format!("/api/classes/{id}/me/next"), Some(&bo), None, "")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(call(&router, req("GET", &format!("/api/classes/{id}/me"), Some(&bo), None, "")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(call(&router, req("GET", &format!("/api/classes/{id}/me/events"), Some(&bo), None, "")).await.status, StatusCode::NOT_FOUND);
+
+    let next = call(&router, req("POST", &format!("/api/classes/{id}/me/next"), Some(&ann), None, "")).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    assert_eq!((next.body["exercise"].as_str(), next.body["exercise_index"].as_u64()), (Some(exercises[1].as_str()), Some(1)));
+    assert_ne!(next.body["id"], joined["id"], "a fresh machine for the next exercise");
+    assert!(backend.destroyed.lock().unwrap().contains(&session.id), "the first machine is gone");
+    assert_eq!(state.sessions.len(), 1);
+    // Coming back through the join link lands on the exercise they are on.
+    let again = join_as(&router, &code, &ann, "Ann").await;
+    assert_eq!(again["id"], next.body["id"]);
+    let last = call(&router, req("POST", &format!("/api/classes/{id}/me/next"), Some(&ann), None, "")).await;
+    assert_eq!((last.status, last.body["code"].as_str()), (StatusCode::CONFLICT, Some("last_exercise")));
+
+    // Finishing the last exercise finishes the class for them; the grid shows both exercises' tasks.
+    let second = state.sessions.get(next.body["id"].as_str().unwrap()).unwrap();
+    second.terminal.publish_control(all_passed(&state, &exercises[1]));
+    next_event(&mut pages, |(_, e)| matches!(e, LearnerEvent::Done { next: false, .. })).await;
+    let grid = call(&router, req("GET", &format!("/api/classes/{id}"), Some(&ada), None, "")).await.body;
+    let columns: Vec<&str> = grid["exercises"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(columns, exercises.iter().map(String::as_str).collect::<Vec<_>>());
+    let total: usize = grid["exercises"].as_array().unwrap().iter().map(|e| e["tasks"].as_array().unwrap().len()).sum();
+    assert_eq!(grid["learners"][0]["passed"].as_array().unwrap().len(), total);
+    assert!(grid["learners"][0]["finished_at"].is_i64(), "{grid}");
+    assert_eq!(grid["learners"][0]["exercise_index"], 1);
+}
+
+#[tokio::test]
+async fn a_grid_of_200_learners_is_built_quickly_with_each_ones_passes() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let instructor = state.classroom.store.set_instructor("ada", "x", now()).unwrap();
+    let exercises = two_exercises(&state);
+    let class = ClassRow {
+        id: "big".into(),
+        instructor,
+        name: "Big".into(),
+        exercises: exercises.clone(),
+        seats: 200,
+        code: "BIG234".into(),
+        starts_at: now() - 60,
+        ends_at: now() + 3600,
+        ended_at: None,
+        session_minutes: None,
+        memory_mib: None,
+    };
+    state.classroom.store.add_class(&class, now()).unwrap();
+    let tasks: Vec<(String, String)> = exercises
+        .iter()
+        .flat_map(|e| state.catalog.exercise(e).unwrap().tasks.iter().map(move |t| (e.clone(), t.id.clone())))
+        .collect();
+    for i in 0..200 {
+        let m = state.classroom.store.join("big", &format!("{i:032x}"), &format!("learner {i:03}"), now()).unwrap();
+        // Learner i passed the first i % (tasks + 1) tasks.
+        for (e, t) in tasks.iter().take(i % (tasks.len() + 1)) {
+            state.classroom.store.record_pass(m.id, e, t, now()).unwrap();
+        }
+    }
+    let started = std::time::Instant::now();
+    let grid = grid(&state, class).unwrap();
+    let elapsed = started.elapsed();
+    let json = serde_json::to_string(&grid).unwrap();
+    println!("grid of 200 learners x {} tasks: built in {elapsed:?}, {} KiB of JSON", tasks.len(), json.len() / 1024);
+    assert_eq!(grid.learners.len(), 200);
+    for (i, l) in grid.learners.iter().enumerate() {
+        assert_eq!(l.passed.len(), i % (tasks.len() + 1), "{}", l.name);
+    }
+    assert!(elapsed < Duration::from_secs(2), "building the grid took {elapsed:?}");
+    assert!(json.len() < 512 * 1024, "{} bytes", json.len());
+}
+
+#[tokio::test]
+async fn the_qr_code_is_an_svg_of_the_join_link() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let (ada, _, id, _) = new_class(&state, &router, "ada", json!({"name": "A", "exercises": [some_exercise(&state)], "seats": 3})).await;
+    let response = router.clone().oneshot(req("GET", &format!("/classes/{id}/qr.svg"), Some(&ada), None, "")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/svg+xml");
+    let svg = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("<path"), "{}", &svg[..svg.len().min(200)]);
+    assert_ne!(actions::join_qr_svg("http://a/join/ABC234").unwrap(), actions::join_qr_svg("http://a/join/ABC235").unwrap());
+    let mut headers = HeaderMap::new();
+    headers.insert(header::HOST, "lab.example:8080".parse().unwrap());
+    headers.insert("x-forwarded-proto", "https".parse().unwrap());
+    assert_eq!(actions::join_url(&headers, "ABC234"), "https://lab.example:8080/join/ABC234");
+}
