@@ -345,3 +345,45 @@ docker run --rm apt-hello
     assert_eq!(out.stdout.trim(), "Hello, world!");
     m.destroy(&id).await.unwrap();
 }
+
+/// In a real machine: pulling an image docklab does not have, under a Docker Hub name or a
+/// gcr.io one, fails with docklab's list of images (dockerd's fallback from the mirror to "Docker
+/// Hub" reaches docklab over TLS), and pushing to Docker Hub reaches docklab's refusal. Only the
+/// machine's dockerd trusts docklab's CA: the learner's curl does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_pulling_an_image_docklab_lacks_is_told_what_there_is_and_a_push_is_refused() {
+    let images = store().images();
+    if built(&images, "busybox").is_none() {
+        eprintln!("skipping: busybox is not built (run `docklab setup`)");
+        return;
+    }
+    let m = manager(HELPER);
+    let id = unique_id("imgmiss");
+    let info = m.create(&id).await.expect("create machine");
+    let _cleanup = Cleanup { manager: m.clone(), id: id.clone() };
+    assert!(info.address.is_some(), "the machine has an address on the session network");
+    for (pull, shown) in [
+        ("docker pull nosuchimage", "no image called nosuchimage."),
+        ("docker pull library/nosuch:1", "no image called nosuch."),
+        ("docker pull busybox:9.99", "no image busybox:9.99"),
+        ("docker pull gcr.io/distroless/nosuch-debian12", "no image called gcr.io/distroless/nosuch-debian12."),
+    ] {
+        let started = Instant::now();
+        let out = sh(&*m, &id, &format!("{pull} 2>&1")).await;
+        let said = out.stdout.trim();
+        eprintln!("{pull} ({:.2} s): {said}", started.elapsed().as_secs_f64());
+        assert_ne!(out.exit_code, 0, "{pull} must fail");
+        assert!(said.contains("Images you can pull here") && said.contains("busybox:latest") && said.contains(shown), "{pull} lists what docklab has: {said}");
+        assert!(!said.contains("lookup") && !said.contains("no such host"), "{pull} never tries the internet: {said}");
+    }
+    // `docker push busybox` targets docker.io: it reaches docklab, which refuses and says how to push.
+    let out = sh(&*m, &id, "docker pull -q busybox >/dev/null && docker push busybox 2>&1").await;
+    assert_ne!(out.exit_code, 0);
+    assert!(out.stdout.contains("read-only") && out.stdout.contains("registry:2"), "push is refused with a way forward: {}", out.stdout);
+    eprintln!("docker push busybox: {}", out.stdout.lines().last().unwrap_or(""));
+    // The CA is dockerd's alone: curl in the learner's shell does not trust it.
+    let out = sh(&*m, &id, "curl -sS -o /dev/null https://registry-1.docker.io/v2/ 2>&1; echo rc=$?").await;
+    assert!(out.stdout.contains("certificate") && !out.stdout.contains("rc=0"), "curl must refuse docklab's certificate: {}", out.stdout);
+    let out = sh(&*m, &id, "curl -sS --cacert /etc/docklab/registry-ca.crt https://registry-1.docker.io/v2/library/busybox/tags/list").await;
+    assert!(out.stdout.contains("\"latest\""), "with the CA named, the registry answers as Docker Hub: {out:?}");
+}

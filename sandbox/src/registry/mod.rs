@@ -182,8 +182,9 @@ fn familiar(repo: &str) -> &str {
     repo.strip_prefix("library/").unwrap_or(repo)
 }
 
-fn name_unknown(images: &[StoredImage], repo: &str) -> RegistryError {
-    RegistryError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("docklab has no image called {}. Images you can pull here: {}", familiar(repo), available(images)))
+fn name_unknown(images: &[StoredImage], repo: &str, host: &str) -> RegistryError {
+    let shown = if host == "gcr.io" && !repo.starts_with("gcr.io/") { format!("gcr.io/{repo}") } else { familiar(repo).to_string() };
+    RegistryError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("docklab has no image called {shown}. Images you can pull here: {}", available(images)))
 }
 
 /// The upstream, if the registry has one and `repo` may come from it (Docker Hub names only).
@@ -212,7 +213,7 @@ async fn dispatch(State(reg): State<Arc<Registry>>, UrlPath(rest): UrlPath<Strin
             json_ok(serde_json::json!({ "repositories": names }))
         }
         Target::Tags(repo) => {
-            let Some(name) = resolve(&images, repo, &host) else { return name_unknown(&images, repo).into_response() };
+            let Some(name) = resolve(&images, repo, &host) else { return name_unknown(&images, repo, &host).into_response() };
             let tags: Vec<&str> = images.iter().filter(|i| i.name == name).flat_map(|i| i.tags.iter().map(|t| t.tag.as_str())).collect();
             json_ok(serde_json::json!({ "name": repo, "tags": tags }))
         }
@@ -281,7 +282,7 @@ async fn manifest(images: &[StoredImage], repo: &str, reference: &str, host: &st
     if !valid_repo(repo) {
         return Err(RegistryError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", format!("{repo:?} is not a valid repository name")));
     }
-    let Some(name) = resolve(images, repo, host) else { return Err(name_unknown(images, repo)) };
+    let Some(name) = resolve(images, repo, host) else { return Err(name_unknown(images, repo, host)) };
     let mine: Vec<&StoredImage> = images.iter().filter(|i| i.name == name).collect();
     let found = if reference.starts_with("sha256:") {
         mine.iter().find_map(|i| {
@@ -324,7 +325,7 @@ async fn blob(images: &[StoredImage], repo: &str, digest: &str, host: &str, req:
     if !valid_repo(repo) {
         return Err(RegistryError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", format!("{repo:?} is not a valid repository name")));
     }
-    let Some(name) = resolve(images, repo, host) else { return Err(name_unknown(images, repo)) };
+    let Some(name) = resolve(images, repo, host) else { return Err(name_unknown(images, repo, host)) };
     let path = images.iter().filter(|i| i.name == name).filter_map(|i| layout::blob_path(&i.layout, digest)).find(|p| p.is_file());
     let Some(path) = path else {
         return Err(RegistryError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", format!("{name} has no blob {digest}")));
@@ -447,6 +448,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["errors"][0]["code"], "NAME_UNKNOWN");
         assert!(v["errors"][0]["message"].as_str().unwrap().contains("busybox:1.35"));
+        // Named as the learner typed it: no `library/`, and gcr.io names in full.
+        assert!(v["errors"][0]["message"].as_str().unwrap().starts_with("docklab has no image called alpine."));
+        let (_, _, body) = call(&app, "GET", "/v2/distroless/nosuch/manifests/latest", "gcr.io").await;
+        assert!(String::from_utf8_lossy(&body).contains("no image called gcr.io/distroless/nosuch."));
         let (s, _, body) = call(&app, "GET", "/v2/library/busybox/tags/list", "x").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["tags"], serde_json::json!(["latest", "1.35"]));
