@@ -10,33 +10,42 @@ use std::time::{Duration, Instant};
 use docklab_server::visuals::{MountKind, NetworkKind, ReachBy, Scene};
 use docklab_tests::server::{create_session, curl, exec, free_port, start_server};
 use futures::StreamExt;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 fn run(port: u16, id: &str, token: &str, script: &str) -> String {
-    let out = exec(port, id, token, script);
+    // Blocking (curl): keep it off the worker that reads the terminal socket.
+    let out = tokio::task::block_in_place(|| exec(port, id, token, script));
     assert_eq!(out["exit_code"], 0, "{script}\n{out}");
     out["stdout"].as_str().unwrap_or_default().to_owned()
 }
 
-/// Waits for a `scene` frame that satisfies `want`; returns it and how long it took.
-async fn next_scene(ws: &mut Socket, want: impl Fn(&Scene) -> bool) -> (Scene, Duration) {
-    let started = Instant::now();
-    loop {
-        let left = Duration::from_secs(60).saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => {
+/// Reads the terminal socket all along (so its pings are answered while the test waits on
+/// commands) and hands over every `scene` frame.
+fn follow_scenes(mut ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>) -> mpsc::UnboundedReceiver<Scene> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = ws.next().await {
+            if let Message::Text(text) = message {
                 let msg: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
-                if msg["type"] == "scene" {
-                    let scene: Scene = serde_json::from_value(msg["scene"].clone()).unwrap();
-                    if want(&scene) {
-                        return (scene, started.elapsed());
-                    }
+                if msg["type"] == "scene" && tx.send(serde_json::from_value(msg["scene"].clone()).unwrap()).is_err() {
+                    return;
                 }
             }
-            Ok(Some(Ok(_))) => {}
-            other => panic!("no scene frame as wanted within 60 s: {other:?}"),
+        }
+    });
+    rx
+}
+
+/// Waits for a `scene` frame that satisfies `want`.
+async fn next_scene(scenes: &mut mpsc::UnboundedReceiver<Scene>, want: impl Fn(&Scene) -> bool) -> Scene {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), scenes.recv()).await {
+            Ok(Some(scene)) if want(&scene) => return scene,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the terminal socket closed"),
+            Err(_) => panic!("no scene frame as wanted within 60 s"),
         }
     }
 }
@@ -47,7 +56,8 @@ async fn the_scene_shows_the_learners_session_and_its_reachability_matches_real_
     let _server = start_server(port);
     let (id, token) = create_session(port, Some("day-28/custom-bridge"));
     let url = format!("ws://127.0.0.1:{port}/api/sessions/{id}/terminal?token={token}");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("terminal websocket");
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("terminal websocket");
+    let mut scenes = follow_scenes(ws);
 
     // The exercise's own setup may have made things; ours all start with `sc-`.
     run(
@@ -71,14 +81,14 @@ async fn the_scene_shows_the_learners_session_and_its_reachability_matches_real_
     );
 
     // Pushed: a scene frame with all of it arrives without asking.
-    let (pushed, _) = next_scene(&mut ws, |s| {
+    let pushed = next_scene(&mut scenes, |s| {
         s.containers.iter().filter(|c| c.name.starts_with("sc-")).count() == 7 && s.images.iter().any(|i| i.tags.contains(&"sc-img:1".into()))
     })
     .await;
 
     // On demand: the route answers the same.
     let auth = format!("Authorization: Bearer {token}");
-    let body = curl(port, &["-H", &auth, &format!("/api/sessions/{id}/scene")]);
+    let body = tokio::task::block_in_place(|| curl(port, &["-H", &auth, &format!("/api/sessions/{id}/scene")]));
     let scene: Scene = serde_json::from_str(&body).unwrap_or_else(|e| panic!("scene answer {body:?}: {e}"));
     assert_eq!(scene, pushed, "the pushed scene and the route's agree while nothing changes");
     let no_token = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", &format!("/api/sessions/{id}/scene")]);
@@ -157,7 +167,7 @@ async fn the_scene_shows_the_learners_session_and_its_reachability_matches_real_
     // A change arrives as a new frame: time from sending the command (exec round trip included).
     let started = Instant::now();
     run(port, &id, &token, "docker network create sc-late >/dev/null");
-    let (_, _) = next_scene(&mut ws, |s| s.networks.iter().any(|n| n.name == "sc-late")).await;
+    next_scene(&mut scenes, |s| s.networks.iter().any(|n| n.name == "sc-late")).await;
     println!("`docker network create` through the exec API → scene frame: {} ms", started.elapsed().as_millis());
 
     let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", &auth, &format!("/api/sessions/{id}")]);
