@@ -67,6 +67,9 @@ pub fn main(session_dir: &Path) -> ExitCode {
 }
 
 fn launch(dir: &Path) -> Result<String, LaunchError> {
+    let started = std::time::Instant::now();
+    // Where start-up time goes, in launcher.log (read by `docklab` benchmarks and by people).
+    let timing = |what: &str| eprintln!("launcher: {what} at {} ms", started.elapsed().as_millis());
     let rec = MachineRecord::load(dir)?;
     let spec_path = rec.spec_path();
     let spec = Spec::load(&spec_path).map_err(|e| LaunchError::Spec { path: spec_path.clone(), reason: e.to_string() })?;
@@ -79,6 +82,7 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
         .map_err(sys_step("making mounts private"))?;
 
     prepare_disk(&rec)?;
+    timing("disk mounted");
     {
         let userns = mapped_userns(rec.uid_base)?;
         sys::idmapped_bind(&rec.node_image, &rec.lower(), &userns).map_err(step("idmapped mount of the node image", &rec.node_image))?;
@@ -91,6 +95,7 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
     );
     mount(Some("overlay"), &rec.rootfs(), Some("overlay"), MsFlags::empty(), Some(data.as_str()))
         .map_err(|e| LaunchError::Step { step: "mounting the overlay root filesystem", path: rec.rootfs(), source: e.into() })?;
+    timing("root filesystem mounted");
 
     let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_step("pipe"))?;
     let (st_r, st_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_step("pipe"))?;
@@ -141,6 +146,7 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
     if let Some(net) = &rec.net {
         crate::network::attach_machine(&net.bridge, &net.veth, child.as_raw()).map_err(|e| LaunchError::Init(format!("network: {e}")))?;
     }
+    timing("init cloned and attached to the network");
     let mut go = fs::File::from(go_w);
     go.write_all(b"g").map_err(step("releasing init", dir))?;
     drop(go);
@@ -152,10 +158,11 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
         let line = line.unwrap_or_default();
         if line == "ready" {
             write_atomic(&rec.status_path(), b"ready\n")?;
+            timing("ready");
         } else if let Some(msg) = line.strip_prefix("error: ") {
             failure = Some(msg.to_string());
         } else if !line.is_empty() {
-            eprintln!("init: {line}");
+            timing(&format!("init: {line}"));
         }
     }
     if let Some(msg) = failure {

@@ -23,7 +23,8 @@ pub const NODE_PACKAGES: &[&str] = &[
 ];
 
 /// Bumped whenever the node image's recipe (packages or files added) changes.
-const NODE_RECIPE_VERSION: u32 = 2;
+/// 3: no busybox preloaded (machines pull it from docklab's registry like any other image).
+const NODE_RECIPE_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -165,7 +166,7 @@ pub fn build_node_image(state_dir: &Path, progress: &mut dyn FnMut(&str)) -> Res
             }
         },
     )?;
-    customize_node(&tmp, progress)?;
+    customize_node(&tmp)?;
     fs::create_dir_all(tmp.join("etc/docklab")).map_err(io_err("creating", &tmp))?;
     fs::write(tmp.join("etc/docklab/recipe"), format!("{recipe}\n")).map_err(io_err("writing", &marker))?;
     // Swap in the new image. Machines still running keep the old one open through their mounts.
@@ -183,7 +184,7 @@ pub fn build_node_image(state_dir: &Path, progress: &mut dyn FnMut(&str)) -> Res
 }
 
 
-fn customize_node(root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), SetupError> {
+fn customize_node(root: &Path) -> Result<(), SetupError> {
     let w = |rel: &str, content: &str| -> Result<(), SetupError> {
         let p = root.join(rel);
         if let Some(parent) = p.parent() {
@@ -208,10 +209,6 @@ fn customize_node(root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), Set
     )?;
     // Bash completion for docker comes with docker.io; make sure root's shell loads it.
     w("root/.bashrc", "[ -f /etc/bash_completion ] && . /etc/bash_completion\nalias ll='ls -l'\n")?;
-    progress("[..] adding the busybox image to the node image");
-    let preload = root.join(crate::init::PRELOAD_DIR.trim_start_matches('/'));
-    fs::create_dir_all(&preload).map_err(io_err("creating", &preload))?;
-    images::write_busybox_archive(Path::new("/bin/busybox"), &preload.join("busybox.tar"))?;
     Ok(())
 }
 

@@ -33,12 +33,15 @@ pub struct AppState {
     pub create_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Instructors and classes.
     pub classroom: Arc<crate::classroom::Classroom>,
+    /// Machines started ahead of demand.
+    pub warm: Arc<crate::warm::WarmPool>,
 }
 
 impl AppState {
     pub fn new(backend: Arc<dyn MachineBackend>, catalog: Arc<Catalog>, config: ServerConfig) -> Self {
         let sessions = SessionRegistry::new(config.max_sessions, config.session_ttl, config.terminal.clone());
         let create_limiter = Arc::new(crate::ratelimit::RateLimiter::new(config.create_per_minute, config.create_burst));
+        let warm = Arc::new(crate::warm::WarmPool::new(config.warm_machines));
         AppState {
             backend,
             sessions: Arc::new(sessions),
@@ -50,6 +53,7 @@ impl AppState {
             store: Arc::new(SqliteStore::in_memory()),
             create_limiter,
             classroom: Arc::new(crate::classroom::Classroom::new(crate::store::classroom::ClassStore::in_memory())),
+            warm,
         }
     }
 
@@ -103,10 +107,14 @@ pub async fn serve(
     lifecycle::adopt_leftovers(&state).await;
     let reaper = lifecycle::spawn_reaper(state.clone());
     let docker_watch = lifecycle::spawn_docker_watch(state.clone());
+    let warm_filler = crate::warm::spawn_filler(state.clone());
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     reaper.abort();
     docker_watch.abort();
+    warm_filler.abort();
+    // Pooled machines are nobody's session: they never outlive the server.
+    crate::warm::destroy_all(&state).await;
     if state.config.end_sessions_on_exit {
         lifecycle::destroy_all_sessions_on_shutdown(&state).await;
     } else {

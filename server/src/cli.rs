@@ -112,6 +112,10 @@ pub struct ServeArgs {
     /// refusing to start (for hand-overs and for test runs that take turns).
     #[arg(long)]
     pub wait: bool,
+    /// Machines to keep started ahead of demand, so that learners' sessions start at once
+    /// (each idle machine holds about 45 MiB). 0 starts every session when it is asked for.
+    #[arg(long, env = "DOCKLAB_WARM_MACHINES", default_value_t = 4)]
+    pub warm_machines: usize,
     /// Longest timeout a client may ask for on exec (at most 10m).
     #[arg(long, default_value = "10m", value_parser = parse_exec_timeout)]
     pub exec_timeout_max: Duration,
@@ -160,6 +164,7 @@ impl ServeArgs {
             max_sessions: self.max_sessions.map(|m| m as usize).unwrap_or_else(|| default_max_sessions(host_memory())),
             end_sessions_on_exit: self.end_sessions_on_exit,
             idle_timeout: self.idle_timeout,
+            warm_machines: self.warm_machines,
             ..ServerConfig::default()
         }
     }

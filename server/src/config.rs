@@ -24,6 +24,8 @@ pub struct ServerConfig {
     /// Whether stopping the server ends every session. When false (`docklab serve`'s default),
     /// machines and shells keep running and the next server adopts them.
     pub end_sessions_on_exit: bool,
+    /// Machines kept started ahead of demand (the warm pool); 0 starts every session cold.
+    pub warm_machines: usize,
     pub terminal: TerminalConfig,
 }
 
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             create_burst: 10,
             end_warning: Duration::from_secs(5 * 60),
             end_sessions_on_exit: true,
+            warm_machines: 0,
             terminal: TerminalConfig::default(),
         }
     }

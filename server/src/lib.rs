@@ -21,6 +21,7 @@ pub mod sessions;
 pub mod store;
 pub mod terminal;
 pub mod token;
+pub mod warm;
 pub mod visuals;
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     // Inside the runtime's context, in case the backend spawns tasks as it starts.
     let _runtime_context = runtime.enter();
-    let helper_exe = std::env::current_exe().context("finding the docklab executable")?;
+    let helper_exe = own_executable();
     let backend = SessionManager::new(SandboxConfig::new(&args.state_dir, helper_exe))
         .context("preparing session machines")?;
     // The machines' bridge and firewall, and the services machines reach on it.
@@ -129,7 +129,7 @@ fn reap(args: docklab_server::cli::ReapArgs) -> anyhow::Result<()> {
     // Holding the server's lock makes sure no server is adopting machines meanwhile.
     let _lock = lock_state_dir(&args.state_dir, false)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
-    let helper_exe = std::env::current_exe().context("finding the docklab executable")?;
+    let helper_exe = own_executable();
     let manager = SessionManager::new(SandboxConfig::new(&args.state_dir, helper_exe)).context("preparing session machines")?;
     runtime.block_on(async {
         let ids = if args.all {
@@ -199,6 +199,13 @@ fn lock_state_dir(state_dir: &std::path::Path, wait: bool) -> anyhow::Result<std
     file.rewind()?;
     write!(file, "{}", std::process::id())?;
     Ok(file)
+}
+
+/// What starts machine launchers and shells: this very executable, through `/proc/self/exe`, so
+/// that they match the running server even after its file on disk has been replaced (an upgrade,
+/// a rebuild) — a replaced file's old path no longer exists to start.
+fn own_executable() -> std::path::PathBuf {
+    std::path::PathBuf::from("/proc/self/exe")
 }
 
 fn running_as_root() -> bool {

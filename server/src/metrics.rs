@@ -115,7 +115,8 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(state.sessions.len());
+    let mut body = state.metrics.render(state.sessions.len());
+    gauge(&mut body, "docklab_warm_machines", "Machines started ahead of demand, waiting for a session.", state.warm.len() as i64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

@@ -100,15 +100,32 @@ impl SessionRegistry {
 
     /// Like [`Self::insert_new`], with a length and machine settings of its own.
     pub fn insert_new_with(&self, exercise: &str, options: SessionOptions) -> Result<Arc<Session>, RegistryError> {
+        self.insert(exercise, options, None)
+    }
+
+    /// Like [`Self::insert_new`], for a machine that already runs (from the warm pool): the
+    /// session takes the machine's id.
+    pub fn insert_for_machine(&self, exercise: &str, machine_id: &str) -> Result<Arc<Session>, RegistryError> {
+        self.insert(exercise, SessionOptions::default(), Some(machine_id))
+    }
+
+    fn insert(&self, exercise: &str, options: SessionOptions, id: Option<&str>) -> Result<Arc<Session>, RegistryError> {
         let ttl = options.ttl.unwrap_or(self.ttl);
         let mut sessions = lock(&self.sessions);
         if sessions.len() >= self.max_sessions {
             return Err(RegistryError::Full { max: self.max_sessions });
         }
-        let mut id = token::new_session_id();
-        while sessions.contains_key(&id) {
-            id = token::new_session_id();
-        }
+        let id = match id {
+            // A pooled machine's id is a fresh random session id too, and no session has it.
+            Some(id) => id.to_owned(),
+            None => {
+                let mut id = token::new_session_id();
+                while sessions.contains_key(&id) {
+                    id = token::new_session_id();
+                }
+                id
+            }
+        };
         let now = OffsetDateTime::now_utc();
         let session = Arc::new(Session {
             terminal: TerminalHub::new(&id, self.terminal.clone()),

@@ -101,16 +101,28 @@ async fn create_session(
     if state.catalog.exercise(&exercise).is_none() {
         return Err(AppError::UnknownExercise { exercise });
     }
-    let session = state.sessions.insert_new(&exercise).map_err(|err| match err {
-        RegistryError::Full { max } => AppError::OutOfCapacity { max },
-    })?;
+    // A machine from the warm pool when there is one: the session takes its id.
+    let warm = state.warm.claim();
+    let inserted = match &warm {
+        Some(machine) => state.sessions.insert_for_machine(&exercise, &machine.id),
+        None => state.sessions.insert_new(&exercise),
+    };
+    let session = match inserted {
+        Ok(session) => session,
+        Err(RegistryError::Full { max }) => {
+            if let Some(machine) = warm {
+                state.warm.give_back(machine);
+            }
+            return Err(AppError::OutOfCapacity { max });
+        }
+    };
     if let Some(Extension(learner)) = &learner {
         state.grading.set_learner(&session.id, &learner.id);
     }
     let span = tracing::info_span!("session", id = %session.id);
     span.in_scope(|| tracing::info!(%exercise, "creating session"));
     // A task of its own, so a client that hangs up mid-creation cannot leave a half-made machine.
-    tokio::spawn(start_machine(state.clone(), session.clone()).instrument(span))
+    tokio::spawn(start_machine_from(state.clone(), session.clone(), warm).instrument(span))
         .await
         .map_err(AppError::internal)??;
     Ok((StatusCode::CREATED, Json(CreatedSession::of(&session))))
@@ -119,8 +131,20 @@ async fn create_session(
 /// Creates the machine for a registered session, prepares it for its exercise and starts
 /// grading; on failure the session is unregistered.
 pub(crate) async fn start_machine(state: AppState, session: Arc<Session>) -> Result<(), AppError> {
+    start_machine_from(state, session, None).await
+}
+
+/// Like [`start_machine`], with a machine already running (from the warm pool) when given.
+async fn start_machine_from(state: AppState, session: Arc<Session>, warm: Option<sandbox::MachineInfo>) -> Result<(), AppError> {
     let started = Instant::now();
-    match state.backend.create_with(&session.id, &session.machine).await {
+    let created = match warm {
+        Some(info) => {
+            tracing::info!(machine_started_ms = info.start_duration.as_millis() as u64, "took a warm machine");
+            Ok(info)
+        }
+        None => state.backend.create_with(&session.id, &session.machine).await,
+    };
+    match created {
         Ok(info) => {
             state.metrics.session_start.observe(started.elapsed());
             if let Err(reason) = grading::live::machine_ready(&state, &session, &info).await {

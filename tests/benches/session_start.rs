@@ -145,4 +145,49 @@ fn main() {
             m.destroy(id).await.expect("destroy");
         }
     });
+
+    // Through the server, as learners meet it: n people open an exercise at the same moment
+    // (POST /api/sessions, which also prepares the exercise), without and with a warm pool.
+    for warm in [0, n] {
+        through_the_server(n, warm);
+    }
+}
+
+fn through_the_server(n: usize, warm: usize) {
+    use docklab_tests::server::{curl, free_port, start_server_with};
+    let port = free_port();
+    let (warm_s, max_s) = (warm.to_string(), (n + warm + 10).to_string());
+    let mut server = start_server_with(port, &["--warm-machines", &warm_s, "--max-sessions", &max_s]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let pooled = || curl(port, &["/metrics"]).lines().find_map(|l| l.strip_prefix("docklab_warm_machines ")?.trim().parse::<usize>().ok());
+    while pooled() != Some(warm) {
+        assert!(Instant::now() < deadline, "the warm pool did not fill to {warm}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let body = r#"{"exercise":"day-24/lifecycle"}"#;
+                let out = curl(port, &["-X", "POST", "-H", "content-type: application/json", "-d", body, "/api/sessions"]);
+                let created: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+                (t.elapsed(), created["id"].as_str().map(str::to_string), created["token"].as_str().map(str::to_string), out)
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for h in handles {
+        let (d, id, token, out) = h.join().unwrap();
+        let (Some(id), Some(token)) = (id, token) else { panic!("creation failed: {out}") };
+        times.push(d);
+        let _ = curl(port, &["-X", "DELETE", "-H", &format!("Authorization: Bearer {token}"), &format!("/api/sessions/{id}")]);
+    }
+    times.sort();
+    println!(
+        "session start through the server (POST /api/sessions, exercise prepared), {n} at once, warm pool of {warm}: p50 {}  p95 {}  slowest {}",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.95)),
+        ms(*times.last().unwrap())
+    );
+    server.stop(Duration::from_secs(120));
 }

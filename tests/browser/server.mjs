@@ -13,7 +13,8 @@ import path from "node:path";
 
 // Generous: the server may first wait (--wait) for another test process's server to stop.
 const HEALTH_TIMEOUT_MS = 1_200_000;
-const STOP_GRACE_MS = 10_000;
+// Stopping ends the server's sessions and warm machine (--end-sessions-on-exit): allow for it.
+const STOP_GRACE_MS = 60_000;
 const LOG_HEAD_CHARS = 4_000;
 const LOG_TAIL_CHARS = 8_000;
 
@@ -69,7 +70,7 @@ export async function startServer({ name = "server", timeoutMs = HEALTH_TIMEOUT_
 async function launch({ bin, stateDir, port, name, timeoutMs }) {
   const listen = `127.0.0.1:${port}`;
   const url = `http://${listen}`;
-  const args = ["serve", "--wait", "--listen", listen, "--state-dir", stateDir];
+  const args = ["serve", "--wait", "--listen", listen, "--state-dir", stateDir, "--warm-machines", "1", "--end-sessions-on-exit"];
   const child = spawn(bin, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, NO_COLOR: "1" },

@@ -180,19 +180,47 @@ pub mod server {
     /// A running `docklab serve`, killed if the test fails half-way (so the next run is not locked out).
     pub struct Server(pub Child);
 
-    impl Drop for Server {
-        fn drop(&mut self) {
+    impl Server {
+        /// Stops the server as an operator would (SIGTERM), waiting up to `grace` before SIGKILL.
+        pub fn stop(&mut self, grace: Duration) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
     }
 
+    impl Drop for Server {
+        fn drop(&mut self) {
+            // Gracefully, so its warm machines go with it; SIGKILL if it hangs.
+            if let Ok(None) = self.0.try_wait() {
+                self.stop(Duration::from_secs(30));
+            }
+        }
+    }
+
+    /// A server for one test: one warm machine, and everything it holds ends when it stops
+    /// (sessions a stopped test server left would otherwise be adopted by the next).
     pub fn start_server(port: u16) -> Server {
+        start_server_with(port, &["--warm-machines", "1", "--end-sessions-on-exit"])
+    }
+
+    /// `docklab serve` with these options added (they override the defaults below).
+    pub fn start_server_with(port: u16, options: &[&str]) -> Server {
         let log = std::fs::File::create(std::env::temp_dir().join(format!("docklab-restart-{port}.log"))).unwrap();
         let child = Command::new(docklab_bin())
             // --wait: test processes running side by side take turns with the state directory.
             .args(["serve", "--wait", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(crate::state_dir())
+            // One warm machine by default (start_server): every server test goes through the
+            // pool, without the CPU cost of the default pool on a shared test host.
+            .args(options)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use docklab_tests::server::{curl, docklab_bin, exec, free_port, start_server};
+use docklab_tests::server::{curl, docklab_bin, exec, free_port, start_server_with, Server};
+
+/// This test's servers keep their sessions when they stop, as `docklab serve` does by default.
+fn start_server(port: u16) -> Server {
+    start_server_with(port, &["--warm-machines", "1"])
+}
 
 /// Types `line` into the session's terminal and waits for `want` in its output.
 async fn terminal_roundtrip(port: u16, id: &str, token: &str, line: &str, want: &str) {
@@ -108,8 +113,9 @@ async fn sessions_survive_kill_9_and_graceful_restarts_and_a_second_server_is_re
     // Ending the session now leaves nothing behind.
     let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", &format!("Authorization: Bearer {token}"), &format!("/api/sessions/{id}")]);
     assert_eq!(code, "204");
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    // A graceful stop removes the server's warm machine (the ones the killed server left were
+    // reaped by the next server as it started).
+    server.stop(Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(5);
     while host_counts() != before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use docklab_tests::server::{create_session, curl, exec, free_port, start_server};
+use docklab_tests::server::{create_session, curl, exec, free_port, start_server, start_server_with};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -49,6 +49,76 @@ async fn flood_with_a_slow_reader(port: u16, id: &str, token: &str, server_pid: 
         }
     }
     assert!(started.elapsed() < Duration::from_secs(10), "Ctrl-C took {:?} to take effect", started.elapsed());
+}
+
+/// A tiny WebSocket echo server in plain Node.js (no packages: the machine is offline), as a
+/// learner would write one, published with `-p 8081:8080`.
+const WS_ECHO_SERVER: &str = r#"
+const http = require('http'), crypto = require('crypto');
+const server = http.createServer((req, res) => res.end('websocket echo\n'));
+server.on('upgrade', (req, sock) => {
+  const accept = crypto.createHash('sha1')
+    .update(req.headers['sec-websocket-key'] + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+             'Sec-WebSocket-Accept: ' + accept + '\r\n\r\n');
+  let buf = Buffer.alloc(0);
+  sock.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    while (buf.length >= 6) {
+      const op = buf[0] & 15; let len = buf[1] & 127, off = 2;
+      if (len === 126) { len = buf.readUInt16BE(2); off = 4; }
+      if (buf.length < off + 4 + len) return;
+      const mask = buf.subarray(off, off + 4), text = Buffer.alloc(len);
+      for (let i = 0; i < len; i++) text[i] = buf[off + 4 + i] ^ mask[i % 4];
+      buf = buf.subarray(off + 4 + len);
+      if (op === 8) { sock.end(); return; }
+      const out = Buffer.from('echo from ' + req.url + ': ' + text.toString());
+      sock.write(Buffer.concat([Buffer.from([0x81, out.length]), out]));
+    }
+  });
+});
+server.listen(8080);
+"#;
+
+/// The preview carries WebSockets too: an app in the machine that speaks WebSocket answers a
+/// client that holds the preview cookie, on the path it asked for, and refuses one without it.
+async fn websocket_through_the_port_preview(port: u16, id: &str, token: &str) {
+    let script = format!(
+        "mkdir -p /root/ws && cat > /root/ws/server.js <<'JS'\n{WS_ECHO_SERVER}\nJS\n\
+         docker run -d --name ws -p 8081:8080 -v /root/ws:/app node:18 node /app/server.js >/dev/null && \
+         for i in $(seq 50); do curl -fs http://127.0.0.1:8081/ | grep -q echo && break; sleep 0.2; done; \
+         curl -fs http://127.0.0.1:8081/"
+    );
+    let out = exec(port, id, token, &script);
+    assert_eq!(out["stdout"], "websocket echo\n", "{out}");
+
+    let url = format!("ws://127.0.0.1:{port}/sessions/{id}/ports/8081/chat?room=1");
+    // Without the preview cookie: refused before anything reaches the machine.
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(refused.is_err(), "a WebSocket without the preview cookie was let through");
+
+    // The cookie a browser gets on its first visit to the preview.
+    let headers = curl(port, &["-s", "-o", "/dev/null", "-D", "-", &format!("/sessions/{id}/ports/8081/?token={token}")]);
+    let cookie = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no preview cookie in {headers}"))
+        .to_string();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket through the preview");
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "second message"] {
+        ws.send(Message::Text(text.into())).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an echo within 10 s");
+        match answer {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), format!("echo from /chat?room=1: {text}")),
+            other => panic!("expected an echo, got {other:?}"),
+        }
+    }
+    let _ = ws.close(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +166,8 @@ async fn a_learner_pulls_nginx_sees_it_through_the_port_preview_and_floods_the_t
     let gone = curl(port, &["-b", &jar, &format!("/sessions/{id}/ports/9999/")]);
     assert!(gone.contains("port_unreachable"), "{gone}");
 
+    websocket_through_the_port_preview(port, &id, &token).await;
+
     // A push to docklab's registry is refused with advice.
     let out = exec(port, &id, &token, "docker tag nginx 10.200.0.1/mine && docker push 10.200.0.1/mine 2>&1 | tail -1");
     assert!(out["stdout"].as_str().unwrap().contains("read-only") || out["stdout"].as_str().unwrap().contains("denied"), "{out}");
@@ -104,4 +176,61 @@ async fn a_learner_pulls_nginx_sees_it_through_the_port_preview_and_floods_the_t
 
     let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", &format!("Authorization: Bearer {token}"), &format!("/api/sessions/{id}")]);
     assert_eq!(code, "204");
+}
+
+/// The value of a gauge on `/metrics`.
+fn gauge(port: u16, name: &str) -> Option<i64> {
+    let text = curl(port, &["/metrics"]);
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn wait_for_gauge(port: u16, name: &str, want: i64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while gauge(port, name) != Some(want) {
+        assert!(Instant::now() < deadline, "{name} did not reach {want} (now {:?})", gauge(port, name));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Machines on disk whose owner is the process `pid` and that belong to no session (no
+/// `session.json`): the server's warm machines.
+fn warm_machines_of(pid: u32) -> Vec<String> {
+    let dir = docklab_tests::state_dir().join("sessions");
+    let Ok(rd) = std::fs::read_dir(&dir) else { return Vec::new() };
+    rd.flatten()
+        .filter(|e| {
+            let record = std::fs::read_to_string(e.path().join("machine.json")).unwrap_or_default();
+            let record: serde_json::Value = serde_json::from_str(&record).unwrap_or_default();
+            record["owner"]["pid"].as_u64() == Some(pid as u64) && !e.path().join("session.json").exists()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// With a warm pool, a learner's session is a machine that was already running before they
+/// asked; the pool refills; and a server that stops takes its unused machines with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_start_on_warm_machines_and_a_stopped_server_leaves_no_warm_machine() {
+    let port = free_port();
+    let mut server = start_server_with(port, &["--warm-machines", "2"]);
+    let pid = server.0.id();
+    wait_for_gauge(port, "docklab_warm_machines", 2, Duration::from_secs(120));
+    let warm = warm_machines_of(pid);
+    assert_eq!(warm.len(), 2, "{warm:?}");
+
+    let (id, token) = create_session(port, None);
+    assert!(warm.contains(&id), "session {id} did not get one of the warm machines {warm:?}");
+    let out = exec(port, &id, &token, "docker run --rm busybox echo warm-$((20+1))");
+    assert!(out["stdout"].as_str().unwrap().contains("warm-21"), "{out}");
+
+    // The pool starts a replacement.
+    wait_for_gauge(port, "docklab_warm_machines", 2, Duration::from_secs(120));
+    let now = warm_machines_of(pid);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(!now.contains(&id), "the session's machine is still counted as warm");
+
+    let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", &format!("Authorization: Bearer {token}"), &format!("/api/sessions/{id}")]);
+    assert_eq!(code, "204");
+    server.stop(Duration::from_secs(60));
+    assert_eq!(warm_machines_of(pid), Vec::<String>::new(), "warm machines outlived their server");
 }
