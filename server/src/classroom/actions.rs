@@ -95,12 +95,13 @@ pub fn extend_class(state: &AppState, class: &ClassRow, minutes: u32) -> Result<
     let mut class = class.clone();
     class.ends_at += i64::from(minutes) * 60;
     state.classroom.store.set_ends_at(&class.id, class.ends_at).map_err(internal)?;
+    let class_end = time::OffsetDateTime::from_unix_timestamp(class.ends_at).map_err(internal)?;
     for m in state.classroom.store.members(&class.id).map_err(internal)? {
         let Some(session) = m.session.as_deref().and_then(|s| state.sessions.get(s)) else { continue };
-        let own_end = class.session_minutes.map_or(i64::MAX, |limit| session.created_at.unix_timestamp() + i64::from(limit) * 60);
-        let end = own_end.min(class.ends_at);
-        if let Ok(at) = time::OffsetDateTime::from_unix_timestamp(end) {
-            session.set_expires_at(at);
+        let own_end = class.session_minutes.map(|limit| session.created_at + time::Duration::minutes(i64::from(limit)));
+        let end = own_end.map_or(class_end, |own| own.min(class_end));
+        if end != session.expires_at() {
+            session.set_expires_at(end);
         }
     }
     state.classroom.publish(&class.id, GridEvent::Extended { ends_at: class.ends_at });
