@@ -12,7 +12,10 @@ const HELPER: &str = env!("CARGO_BIN_EXE_docklab-test-helper");
 fn manager_with(f: impl FnOnce(&mut SandboxConfig)) -> Arc<SessionManager> {
     let mut cfg = SandboxConfig::new(state_dir(), HELPER);
     f(&mut cfg);
-    Arc::new(SessionManager::new(cfg).unwrap())
+    let m = SessionManager::new(cfg).unwrap();
+    // Machines pull busybox from docklab's registry.
+    docklab_tests::ensure_session_services(&m);
+    Arc::new(m)
 }
 
 fn host_free_mib() -> u64 {

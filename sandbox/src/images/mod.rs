@@ -24,7 +24,6 @@ use oci_spec::image::{Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBui
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use busybox::write_busybox_archive;
 pub use layout::TaggedManifest;
 pub use recipes::{Recipe, Source, CATALOG};
 
