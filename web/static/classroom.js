@@ -66,7 +66,9 @@
       data.exercises.forEach((e, i) => {
         groups.appendChild(el("th", { colSpan: e.tasks.length, className: "exercise", title: e.id }, i + 1 + ". " + e.title));
         for (const t of e.tasks) {
-          tasks.appendChild(el("th", { title: t.key, className: "task" }, t.title));
+          const th = el("th", { title: t.title + " (" + t.key + ")", className: "task" });
+          th.appendChild(el("span", {}, t.title));
+          tasks.appendChild(th);
           columns.push(t.key);
         }
       });

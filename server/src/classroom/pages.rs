@@ -142,9 +142,9 @@ pub async fn grid_page(State(state): State<AppState>, headers: HeaderMap, Path(i
     };
     let join_url = super::actions::join_url(&headers, &class.code);
     let limits = format!(
-        "Each learner: {} machine, {} of memory.",
-        class.session_minutes.map_or("a".to_owned(), |m| format!("a {m}-minute")),
-        class.memory_mib.map_or("the server's default".to_owned(), |m| format!("{m} MiB"))
+        "Each learner gets a machine {} with {}.",
+        class.session_minutes.map_or("until the class ends".to_owned(), |m| format!("for {m} minutes")),
+        class.memory_mib.map_or("the server's default memory".to_owned(), |m| format!("{m} MiB of memory"))
     );
     page(
         &class.name,

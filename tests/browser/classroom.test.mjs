@@ -1,0 +1,169 @@
+// A classroom in a real browser: the instructor (one browser context) logs in, creates a class
+// through the form and watches its grid; a learner (a second context) joins with the code, lands
+// on the lesson page with their own machine, and types the first task's solution into the
+// terminal. The instructor's grid turns that cell green without a reload (pushed over SSE); a
+// broadcast from the grid shows up on the learner's page. Screenshots go to $ARTIFACTS.
+//
+// Run (as root, node image built, server built):
+//   DOCKLAB_BIN=target/debug/docklab DOCKLAB_STATE_DIR=/var/lib/docklab ARTIFACTS=/tmp/artifacts \
+//     node --test --test-concurrency=1 tests/browser/classroom.test.mjs
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { startServer } from "./server.mjs";
+
+const ARTIFACTS = process.env.ARTIFACTS || path.resolve("artifacts");
+mkdirSync(ARTIFACTS, { recursive: true });
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const VIEWPORT = { width: 1400, height: 900 };
+
+const EXERCISE = "day-24/lifecycle";
+const FIRST_TASK = "create";
+const FIRST_STEP = "docker create --name box busybox sleep 3600";
+const PASSWORD = "a long classroom password";
+
+function installTerminalHelpers() {
+  window.__docklabLines = function () {
+    const term = window.docklabTerm;
+    if (!term) return [];
+    const buf = term.buffer.active;
+    const lines = [];
+    for (let i = 0; i < buf.length; i++) {
+      const line = buf.getLine(i);
+      if (!line) continue;
+      const text = line.translateToString(true);
+      if (line.isWrapped && lines.length) lines[lines.length - 1] += text;
+      else lines.push(text);
+    }
+    return lines;
+  };
+}
+
+describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
+  let server;
+  let browser;
+  const instructor = `teacher-${process.pid}-${Date.now().toString(36)}`;
+  let endClass = async () => {};
+
+  before(async () => {
+    const add = spawnSync(process.env.DOCKLAB_BIN, ["instructor", "add", instructor, "--state-dir", process.env.DOCKLAB_STATE_DIR], {
+      input: PASSWORD + "\n",
+      encoding: "utf8",
+    });
+    assert.equal(add.status, 0, `docklab instructor add: ${add.stderr}`);
+    server = await startServer({ name: "server-classroom" });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+  });
+
+  after(async () => {
+    try {
+      await endClass(); // every machine of the class goes, even after a failure
+    } finally {
+      try {
+        if (browser) await browser.close();
+      } finally {
+        if (server) await server.stop();
+      }
+    }
+  });
+
+  async function context(t) {
+    const ctx = await browser.newContext({ viewport: VIEWPORT });
+    await ctx.addInitScript(installTerminalHelpers);
+    ctx.setDefaultTimeout(30_000);
+    const page = await ctx.newPage();
+    const problems = [];
+    page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
+    page.on("console", (msg) => {
+      if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
+    });
+    t.after(() => ctx.close());
+    return { page, problems };
+  }
+
+  test("the grid turns a cell green while a learner completes the task in their own browser", { timeout: 8 * 60_000 }, async (t) => {
+    const teacher = await context(t);
+    const learner = await context(t);
+    const shoot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, `classroom-${name}.png`), fullPage: false });
+    try {
+      // The instructor logs in and creates a class through the form.
+      await teacher.page.goto(`${server.url}/instructor/login`);
+      await teacher.page.fill('input[name="name"]', instructor);
+      await teacher.page.fill('input[name="password"]', PASSWORD);
+      await Promise.all([teacher.page.waitForURL(`${server.url}/instructor`), teacher.page.click("button")]);
+      await teacher.page.fill('input[name="name"]', "Browser class");
+      await teacher.page.selectOption('select[name="exercises"]', [EXERCISE]);
+      await teacher.page.fill('input[name="seats"]', "2");
+      await Promise.all([teacher.page.waitForURL(/\/classes\/[0-9a-f]+$/), teacher.page.click('button:has-text("Create class")')]);
+      const classId = new URL(teacher.page.url()).pathname.split("/").pop();
+      const csrf = await teacher.page.locator("#grid").getAttribute("data-csrf");
+      endClass = () =>
+        teacher.page
+          .evaluate(
+            ([id, token]) => fetch(`/api/classes/${id}/end`, { method: "POST", headers: { "X-CSRF-Token": token } }).then((r) => r.status),
+            [classId, csrf],
+          )
+          .catch(() => {});
+      const code = (await teacher.page.locator(".join .code").textContent()).trim();
+      assert.match(code, /^[A-Z2-9]{6}$/);
+      await teacher.page.waitForSelector("table.class-grid");
+      assert.equal(await teacher.page.locator("table.class-grid tbody tr").count(), 0, "nobody has joined yet");
+
+      // The learner joins with the code and lands on the lesson with their machine.
+      await learner.page.goto(`${server.url}/join/${code}`);
+      await learner.page.fill('input[name="display_name"]', "Ada Learner");
+      await Promise.all([learner.page.waitForURL(/\/lessons\/day-24/, { timeout: 120_000 }), learner.page.click("button")]);
+      await learner.page.waitForSelector('#lab-status[data-state="ready"]', { timeout: 120_000 });
+      await learner.page.waitForSelector("#class-bar");
+      assert.match(await learner.page.locator("#class-bar").textContent(), /Browser class.*exercise 1 of 1/);
+
+      // Their row appears on the grid by itself.
+      const row = teacher.page.locator("table.class-grid tbody tr", { hasText: "Ada Learner" });
+      await row.waitFor({ timeout: 30_000 });
+      const cell = row.locator(`td.cell[title="${EXERCISE}:${FIRST_TASK}"]`);
+      assert.equal(await cell.getAttribute("class"), "cell", "not passed yet");
+      await shoot(teacher.page, "grid-before");
+
+      // The learner types the first step into their terminal.
+      await learner.page.waitForFunction(() => window.__docklabLines().some((l) => l.trim() !== ""), null, { timeout: 60_000 });
+      await learner.page.click("#terminal");
+      await learner.page.keyboard.type(FIRST_STEP, { delay: 10 });
+      await learner.page.keyboard.press("Enter");
+      await learner.page.waitForSelector(`.task[data-task-id="${FIRST_TASK}"][data-status="passed"]`, { timeout: 60_000 });
+      await shoot(learner.page, "learner-passed");
+
+      // The instructor's grid turns the cell green, without a reload.
+      const navigations = [];
+      teacher.page.on("framenavigated", (f) => navigations.push(f.url()));
+      await teacher.page.waitForSelector(`table.class-grid tbody tr td.cell.passed[title="${EXERCISE}:${FIRST_TASK}"]`, { timeout: 30_000 });
+      assert.deepEqual(navigations, [], "pushed, not reloaded");
+      assert.equal((await row.locator("td.cell.passed").count()), 1, "exactly one task passed");
+      await shoot(teacher.page, "grid-after");
+
+      // A broadcast reaches the learner's page and terminal.
+      await teacher.page.fill('#broadcast input[name="text"]', "Five minutes left on this task");
+      await teacher.page.click('#broadcast button');
+      await learner.page.waitForSelector('.class-message:has-text("Five minutes left on this task")', { timeout: 30_000 });
+      await learner.page.waitForFunction(
+        () => window.__docklabLines().some((l) => l.includes("Message from your instructor: Five minutes left")),
+        null,
+        { timeout: 30_000 },
+      );
+      await shoot(learner.page, "learner-message");
+
+      // Ending the class ends the learner's lab.
+      assert.equal(await endClass(), 200);
+      await learner.page.waitForSelector('#lab-status[data-state="ended"]', { timeout: 60_000 });
+    } catch (err) {
+      await shoot(teacher.page, "failure-instructor").catch(() => {});
+      await shoot(learner.page, "failure-learner").catch(() => {});
+      err.message += `\n--- instructor page problems ---\n${teacher.problems.join("\n") || "(none)"}` +
+        `\n--- learner page problems ---\n${learner.problems.join("\n") || "(none)"}\n${server.describe()}`;
+      throw err;
+    }
+  });
+});
