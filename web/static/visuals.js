@@ -17,6 +17,7 @@
   let pushes = 0; // scene frames received; a fetch started before the latest push is stale
   let retryTimer = null;
   let selectedImage = null; // tag of the image whose layers are shown
+  let pickedImage = false; // the learner clicked one; until then the newest build is shown
 
   // ---- small helpers ------------------------------------------------------------------------
 
@@ -146,7 +147,7 @@
       return;
     }
     const largest = Math.max.apply(null, images.map((i) => Number(i.size) || 0)) || 1;
-    if (!selectedImage || !images.some((i) => i.tags[0] === selectedImage)) {
+    if (!pickedImage || !images.some((i) => i.tags[0] === selectedImage)) {
       // The newest image built in the machine, else the largest.
       const built = images.filter((i) => !i.pulled).sort((a, b) => b.created - a.created);
       selectedImage = (built[0] || images[0]).tags[0];
@@ -166,10 +167,10 @@
       row.dataset.origin = image.pulled ? "pulled" : "built";
       row.setAttribute("role", "listitem");
       row.setAttribute("aria-pressed", tag === selectedImage ? "true" : "false");
-      row.title = "Show the layers of " + tag;
+      row.title = image.tags.join(", ") + ": show its layers";
       const label = el("span", "viz-bar-label");
       append(label, el("span", "viz-bar-name", tag));
-      const how = image.base ? "on " + image.base : image.pulled ? "" : "on scratch, or on a base no longer here";
+      const how = image.base ? "on " + image.base : image.pulled ? "" : "FROM scratch or base removed";
       if (how) append(label, el("span", "viz-bar-base", how));
       const track = el("span", "viz-bar-track");
       const bar = el("span", "viz-bar");
@@ -178,6 +179,7 @@
       append(row, label, track, el("span", "viz-bar-size", bytes(image.size)));
       row.addEventListener("click", function () {
         selectedImage = tag;
+        pickedImage = true;
         show(scene);
       });
       append(list, row);
@@ -233,7 +235,9 @@
         card.title = volume.name;
         append(card, head);
         if (!volume.used_by.length) {
-          append(card, el("p", "viz-volume-unused", "No container holds it: docker volume prune would delete it."));
+          const unused = el("p", "viz-volume-unused", "No container holds it: ");
+          append(unused, el("code", null, "docker volume prune"), " would delete it.");
+          append(card, unused);
         } else {
           const ul = el("ul", "viz-mounts");
           for (const name of volume.used_by) {
