@@ -729,3 +729,25 @@ async fn the_qr_code_is_an_svg_of_the_join_link() {
     headers.insert("x-forwarded-proto", "https".parse().unwrap());
     assert_eq!(actions::join_url(&headers, "ABC234"), "https://lab.example:8080/join/ABC234");
 }
+
+#[tokio::test]
+async fn hints_a_learner_opens_during_the_class_show_on_their_row() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let exercise = state.catalog.lessons().iter().flat_map(|l| &l.exercises).find(|e| e.tasks.iter().any(|t| t.hints.len() >= 2)).unwrap().clone();
+    let (ada, _, id, code) = new_class(&state, &router, "ada", json!({"name": "A", "exercises": [exercise.id], "seats": 3})).await;
+    let joined = join_as(&router, &code, &learner_cookie('a'), "Ann").await;
+    join_as(&router, &code, &learner_cookie('b'), "Bo").await;
+    let task = exercise.tasks.iter().find(|t| t.hints.len() >= 2).unwrap();
+    let hint = format!("/api/sessions/{}/hints/{}", joined["id"].as_str().unwrap(), task.id);
+    let mut r = req("POST", &hint, None, None, "");
+    r.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {}", joined["token"].as_str().unwrap()).parse().unwrap());
+    assert_eq!(call(&router, r).await.status, StatusCode::OK);
+    let mut r = req("POST", &hint, None, None, "");
+    r.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {}", joined["token"].as_str().unwrap()).parse().unwrap());
+    assert_eq!(call(&router, r).await.status, StatusCode::OK);
+    let grid = call(&router, req("GET", &format!("/api/classes/{id}"), Some(&ada), None, "")).await.body;
+    let hints: Vec<(String, u64)> =
+        grid["learners"].as_array().unwrap().iter().map(|l| (l["name"].as_str().unwrap().to_owned(), l["hints"].as_u64().unwrap())).collect();
+    assert_eq!(hints, vec![("Ann".to_owned(), 2), ("Bo".to_owned(), 0)]);
+}
