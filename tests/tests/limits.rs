@@ -29,6 +29,9 @@ async fn disk_fill_stops_at_the_machines_cap() {
     let id = unique_id("disk");
     let info = m.create(&id).await.expect("create");
     let _c = Cleanup { manager: m.clone(), id: id.clone() };
+    // The image first, while there is room (a pull into a full disk fails too, differently).
+    let out = sh(&*m, &id, "docker pull -q busybox").await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
     let before = host_free_mib();
     // Write far more than the cap, in the root filesystem and through Docker.
     let out = sh(&*m, &id, "dd if=/dev/zero of=/root/fill bs=1M count=2048 2>&1; df -m / | tail -1").await;
