@@ -26,7 +26,7 @@ static SERVICES: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 
 /// Starts the registry and package proxy on the bridge once per test process, on a runtime of
 /// their own, so they outlive any single test's runtime. When something else already serves them
-/// (a `docklab serve` started by a test), that one is used.
+/// (a `docklab serve` started by a test, another test process), that one is used until it stops.
 pub fn ensure_session_services(m: &SessionManager) {
     m.ensure_network().expect("the session network (bridge and firewall table)");
     SERVICES.get_or_init(|| {
@@ -35,16 +35,26 @@ pub fn ensure_session_services(m: &SessionManager) {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
-                match sandbox::services::spawn(&state_dir(), &net).await {
-                    Ok(handles) => {
-                        let _ = tx.send(());
-                        for h in handles {
-                            let _ = h.await;
+                // While another process serves them, keep trying: when it ends, this process
+                // takes over within a second instead of leaving its machines without a registry.
+                let mut told = false;
+                loop {
+                    match sandbox::services::spawn(&state_dir(), &net).await {
+                        Ok(handles) => {
+                            let _ = tx.send(());
+                            for h in handles {
+                                let _ = h.await;
+                            }
+                            return;
                         }
-                    }
-                    Err(e) => {
-                        eprintln!("docklab tests: not serving the registry here ({e}); another process does");
-                        let _ = tx.send(());
+                        Err(e) => {
+                            if !told {
+                                eprintln!("docklab tests: another process serves the registry ({e}); taking over when it stops");
+                                let _ = tx.send(());
+                                told = true;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
                 }
             });
