@@ -128,6 +128,7 @@ describe("the course in a real browser", { timeout: 20 * 60_000 }, () => {
     page.on("console", (msg) => {
       if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
     });
+    page.on("requestfailed", (req) => problems.push(`request failed: ${req.method()} ${req.url()} ${req.failure()?.errorText}`));
     t.after(() => context.close());
     return { page, problems };
   }
@@ -139,8 +140,13 @@ describe("the course in a real browser", { timeout: 20 * 60_000 }, () => {
       try {
         await page.screenshot({ path: path.join(ARTIFACTS, `${name}-failure.png`) });
       } catch (_) {}
+      const visual = await page
+        .locator("figure.live-visual")
+        .evaluateAll((els) => els.map((el) => `${el.dataset.visual} (${el.dataset.state}): ${el.textContent.trim().slice(0, 800)}`))
+        .catch(() => []);
       err.message +=
         `\n--- tasks ---\n${(await taskStates(page)).join("\n")}` +
+        `\n--- live visual ---\n${visual.join("\n") || "(none)"}` +
         `\n--- terminal ---\n${await terminalText(page)}` +
         `\n--- page problems ---\n${problems.join("\n") || "(none)"}` +
         `\n${server.describe()}`;
@@ -204,7 +210,7 @@ describe("the course in a real browser", { timeout: 20 * 60_000 }, () => {
     await withDiagnostics(page, problems, "course-day27", async () => {
       const { id } = await startLab(page, "day-27", "volumes-lifecycle");
       const figure = page.locator('figure.live-visual[data-visual="volumes"]');
-      await figure.locator('.live-visual-body .viz').waitFor({ timeout: 30_000 });
+      await figure.locator(".live-visual-body .viz").waitFor({ timeout: 60_000 });
       assert.equal(await figure.getAttribute("data-state"), "live", "the visual is drawn from the session");
 
       const steps = solutionSteps("day-27-volumes/exercises/volumes-lifecycle");
@@ -243,7 +249,7 @@ describe("the course in a real browser", { timeout: 20 * 60_000 }, () => {
     await withDiagnostics(page, problems, "course-day28", async () => {
       const { id } = await startLab(page, "day-28", "custom-bridge");
       const figure = page.locator('figure.live-visual[data-visual="networks"]');
-      await figure.locator(".live-visual-body .viz").waitFor({ timeout: 30_000 });
+      await figure.locator(".live-visual-body .viz").waitFor({ timeout: 60_000 });
 
       const steps = solutionSteps("day-28-networking/exercises/custom-bridge");
       for (const step of steps) {

@@ -16,6 +16,7 @@
   let scene = null;
   let pushes = 0; // scene frames received; a fetch started before the latest push is stale
   let retryTimer = null;
+  let asking = false; // a fetch is in flight
   let selectedImage = null; // tag of the image whose layers are shown
   let pickedImage = false; // the learner clicked one; until then the newest build is shown
 
@@ -84,6 +85,7 @@
     if (!session) return;
     const asked = session;
     const pushesBefore = pushes;
+    asking = true;
     try {
       const response = await fetch("/api/sessions/" + encodeURIComponent(asked.id) + "/scene", {
         headers: { Authorization: "Bearer " + asked.token, Accept: "application/json" },
@@ -97,7 +99,10 @@
       const body = await response.json();
       if (session === asked && pushes === pushesBefore) show(body);
     } catch (_) {
+      // Chromium aborts requests in flight when the host's interfaces change (ERR_NETWORK_CHANGED).
       if (session === asked) retryTimer = setTimeout(fetchScene, 3000);
+    } finally {
+      asking = false;
     }
   }
 
@@ -135,6 +140,9 @@
     if (msg && msg.type === "scene" && msg.scene) {
       pushes += 1;
       show(msg.scene);
+    } else if (session && !scene && !asking) {
+      // Nothing drawn yet (the first fetch failed): any sign of life from the session asks again.
+      fetchScene();
     }
   });
 
