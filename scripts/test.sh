@@ -17,6 +17,8 @@ step "Removing session machines an interrupted earlier run left behind"
 "$TARGET_DIR/debug/docklab" reap --state-dir "$STATE_DIR"
 
 step "Unit tests and real session-machine tests"
+# The registry pull-through cache test runs Debian's registry as its upstream (skopeo pushes to it).
+apt_install docker-registry skopeo
 DOCKLAB_BIN="$TARGET_DIR/debug/docklab" DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace -- --test-threads=2
 
 step "Browser tests (Debian chromium driven by playwright-core)"

@@ -56,13 +56,18 @@ pub async fn spawn_with(state_dir: &Path, net: &NetworkConfig, options: &Service
         None => None,
     };
     let registry = registry::router_with_upstream(ImageStore::new(state_dir), upstream);
-    let services = [
-        ("image registry", REGISTRY_PORT, registry.clone()),
-        ("package proxy", PACKAGE_PROXY_PORT, package_proxy::router(package_proxy::ProxyConfig::new(state_dir))),
-    ];
-    for (what, port, router) in services {
+    // Every port is bound before anything is served, so that a failure (another process serves
+    // them) leaves nothing of ours listening and the caller may simply try again later.
+    let bind = |what: &'static str, port: u16| async move {
         let addr = SocketAddr::from((net.host_ip, port));
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { what, addr, source })?;
+        tokio::net::TcpListener::bind(addr).await.map(|l| (what, addr, l)).map_err(|source| ServiceError::Bind { what, addr, source })
+    };
+    let plain = [
+        (bind("image registry", REGISTRY_PORT).await?, registry.clone()),
+        (bind("package proxy", PACKAGE_PROXY_PORT).await?, package_proxy::router(package_proxy::ProxyConfig::new(state_dir))),
+    ];
+    let (_, tls_addr, tls_listener) = bind("image registry (HTTPS)", REGISTRY_TLS_PORT).await?;
+    for ((what, addr, listener), router) in plain {
         tracing::info!(%addr, "serving the {what} to session machines");
         handles.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
@@ -70,10 +75,8 @@ pub async fn spawn_with(state_dir: &Path, net: &NetworkConfig, options: &Service
             }
         }));
     }
-    let addr = SocketAddr::from((net.host_ip, REGISTRY_TLS_PORT));
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { what: "image registry (HTTPS)", addr, source })?;
-    tracing::info!(%addr, "serving the image registry over HTTPS (as Docker Hub and gcr.io) to session machines");
-    handles.push(tokio::spawn(serve_tls(listener, tokio_rustls::TlsAcceptor::from(tls.server_config), registry)));
+    tracing::info!(addr = %tls_addr, "serving the image registry over HTTPS (as Docker Hub and gcr.io) to session machines");
+    handles.push(tokio::spawn(serve_tls(tls_listener, tokio_rustls::TlsAcceptor::from(tls.server_config), registry)));
     Ok(handles)
 }
 
