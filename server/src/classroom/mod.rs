@@ -43,7 +43,7 @@ pub struct Classroom {
     pub store: ClassStore,
     pub rules: StuckRules,
     channels: Mutex<HashMap<String, broadcast::Sender<GridEvent>>>,
-    learner_channels: Mutex<HashMap<String, broadcast::Sender<(Option<i64>, LearnerEvent)>>>,
+    learner_channels: Mutex<HashMap<String, broadcast::Sender<ToLearners>>>,
     joining: Mutex<HashSet<(String, String)>>,
     /// Per member: the task they are on, from their checks.
     watches: Mutex<HashMap<i64, Option<live::TaskWatch>>>,
@@ -67,6 +67,9 @@ pub enum GridEvent {
     Extended { ends_at: i64 },
     Ended,
 }
+
+/// An event for one learner's page (`Some(member)`) or every learner page of a class (`None`).
+type ToLearners = (Option<i64>, LearnerEvent);
 
 /// What a learner's page is pushed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,7 +118,7 @@ impl Classroom {
         let _ = self.channel(class).send(event);
     }
 
-    fn learner_channel(&self, class: &str) -> broadcast::Sender<(Option<i64>, LearnerEvent)> {
+    fn learner_channel(&self, class: &str) -> broadcast::Sender<ToLearners> {
         lock(&self.learner_channels).entry(class.to_owned()).or_insert_with(|| broadcast::channel(64).0).clone()
     }
 
