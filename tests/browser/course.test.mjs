@@ -205,6 +205,40 @@ describe("the course in a real browser", { timeout: 20 * 60_000 }, () => {
     await figure.screenshot({ path: path.join(ARTIFACTS, `${name}-visual.png`) });
   }
 
+  test("day 26: a lesson's Run button builds a scratch image; the chart shows it to scale beside busybox, with its layers", { timeout: 6 * 60_000 }, async (t) => {
+    const { page, problems } = await openPage(t);
+    await withDiagnostics(page, problems, "course-day26", async () => {
+      const { id } = await startLab(page, "day-26", "scratch-image");
+      const figure = page.locator('figure.live-visual[data-visual="images"]');
+      await figure.locator(".live-visual-body .viz").waitFor({ timeout: 60_000 });
+
+      // The lesson's own snippet: a two-stage build whose final stage is scratch.
+      const snippet = page.locator(".snippet-block", { hasText: "docker build -q -t demo-tiny:1" });
+      await snippet.locator(".run-snippet").click();
+      const tiny = figure.locator('.viz-bar-row[data-image="demo-tiny:1"]');
+      const busybox = figure.locator('.viz-bar-row[data-image="busybox:latest"]');
+      await tiny.waitFor({ timeout: 120_000 });
+      await busybox.waitFor({ timeout: 30_000 });
+      assert.equal(await tiny.getAttribute("data-origin"), "built");
+      assert.match(await tiny.locator(".viz-bar-base").textContent(), /FROM scratch/);
+      assert.equal(await busybox.getAttribute("data-origin"), "pulled");
+      const width = (row) => row.locator(".viz-bar").evaluate((el) => el.getBoundingClientRect().width);
+      assert.ok((await width(tiny)) < (await width(busybox)) / 10, "a few dozen bytes draw far shorter than busybox");
+
+      // The newest build is selected: its layers, newest first, start with the COPY from the first stage.
+      assert.equal(await tiny.getAttribute("aria-pressed"), "true");
+      await figure.locator(".viz-layers .viz-subhead", { hasText: "demo-tiny:1" }).waitFor();
+      assert.match(await figure.locator(".viz-layer-what").first().textContent(), /^COPY /);
+      await shoot(page, figure, "course-day26-images");
+      await busybox.click();
+      await figure.locator(".viz-layers .viz-subhead", { hasText: "busybox:latest" }).waitFor();
+      assert.equal(await busybox.getAttribute("aria-pressed"), "true");
+
+      await endLab(page, id);
+      assert.deepEqual(problems.filter((p) => p.startsWith("page error")), [], "no uncaught errors in the page");
+    });
+  });
+
   test("day 27, volumes-lifecycle: the solution typed in the terminal passes every task; the visual follows app-data", { timeout: 8 * 60_000 }, async (t) => {
     const { page, problems } = await openPage(t);
     await withDiagnostics(page, problems, "course-day27", async () => {
