@@ -155,6 +155,33 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
       );
       await shoot(learner.page, "learner-message");
 
+      // Filters hide rows without a reload.
+      await teacher.page.fill("#filter-name", "nobody-called-this");
+      await teacher.page.waitForFunction(() => document.getElementById("grid-count").textContent.startsWith("0 of 1"));
+      assert.equal(await row.isHidden(), true);
+      await teacher.page.fill("#filter-name", "ada");
+      await teacher.page.waitForFunction(() => document.getElementById("grid-count").textContent.startsWith("1 of 1"));
+
+      // The instructor takes over the learner's terminal, types in it, and hands it back.
+      const member = await row.getAttribute("data-member");
+      await teacher.page.goto(`${server.url}/classes/${classId}/watch/${member}`);
+      await teacher.page.waitForSelector('#watch-mode:has-text("read-only")');
+      await teacher.page.click("#takeover");
+      await teacher.page.waitForSelector('#watch-mode:has-text("you are typing")');
+      await learner.page.waitForSelector('.class-takeover:has-text("Your instructor is typing")', { timeout: 30_000 });
+      await learner.page.waitForFunction(() => window.__docklabLines().some((l) => l.includes("Your instructor is now typing in this terminal")));
+      await teacher.page.waitForFunction(() => window.__docklabLines().some((l) => l.includes("$") || l.includes("#")), null, { timeout: 30_000 });
+      await teacher.page.click("#watch");
+      await teacher.page.keyboard.type("echo typed-by-the-$((6*7))-teacher", { delay: 10 });
+      await teacher.page.keyboard.press("Enter");
+      await learner.page.waitForFunction(() => window.__docklabLines().some((l) => l.trim() === "typed-by-the-42-teacher"), null, { timeout: 30_000 });
+      await shoot(teacher.page, "takeover-instructor");
+      await shoot(learner.page, "takeover-learner");
+      await teacher.page.click("#handback");
+      await teacher.page.waitForSelector('#watch-mode:has-text("read-only")');
+      await learner.page.waitForFunction(() => window.__docklabLines().some((l) => l.includes("Your instructor has left this terminal")));
+      await learner.page.waitForSelector(".class-takeover", { state: "detached", timeout: 30_000 });
+
       // Ending the class ends the learner's lab.
       assert.equal(await endClass(), 200);
       await learner.page.waitForSelector('#lab-status[data-state="ended"]', { timeout: 60_000 });

@@ -66,7 +66,7 @@
       data.exercises.forEach((e, i) => {
         groups.appendChild(el("th", { colSpan: e.tasks.length, className: "exercise", title: e.id }, i + 1 + ". " + e.title));
         for (const t of e.tasks) {
-          const th = el("th", { title: t.title + " (" + t.key + ")", className: "task" });
+          const th = el("th", { title: t.title + " (" + t.key + ")", className: "task-col" });
           th.appendChild(el("span", {}, t.title));
           tasks.appendChild(th);
           columns.push(t.key);
