@@ -515,13 +515,21 @@ async fn scene(State(state): State<AppState>, Path(id): Path<String>, headers: H
     let session = authorize(&state, &id, &headers, None)?;
     require_ready(&session)?;
     let unavailable = |reason: String| AppError::EngineUnavailable { id: session.id.clone(), reason };
-    let live = state.grading.get(&session.id).ok_or_else(|| unavailable("it is not being followed".into()))?;
+    let live = state.grading.get(&session.id).ok_or_else(|| unavailable("no connection to it was made".into()))?;
     let span = tracing::info_span!("session", id = %session.id);
-    let scene = read_scene(&session.id, live.grader.docker(), &mut ImageCache::default())
-        .instrument(span)
-        .await
-        .map_err(|SceneError::Engine { what, source, .. }| unavailable(format!("listing its {what}: {source}")))?;
-    Ok(Json(scene))
+    let scene = read_scene(&session.id, live.grader.docker(), &mut ImageCache::default()).instrument(span.clone()).await;
+    match scene {
+        Ok(scene) => Ok(Json(scene)),
+        Err(err) => {
+            span.in_scope(|| tracing::warn!(error = %err, "no scene"));
+            let SceneError::Engine { what, source, .. } = err;
+            // The engine's own answer is the learner's to see; a connection error may name host paths.
+            Err(unavailable(match source {
+                bollard::errors::Error::DockerResponseServerError { message, .. } => format!("listing its {what}: {}", message.trim()),
+                _ => format!("listing its {what} failed"),
+            }))
+        }
+    }
 }
 
 #[cfg(test)]
