@@ -445,6 +445,85 @@ pub fn media_header(media_type: &str) -> HeaderValue {
 mod tests {
     use super::*;
 
+    /// A registry that wants a bearer token (from its own token endpoint) for manifests, and
+    /// redirects blobs to a "CDN" on another address that must not see the token.
+    async fn token_registry() -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+        use axum::extract::Request;
+        use axum::routing::get;
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let cdn_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cdn = format!("http://{}", cdn_listener.local_addr().unwrap());
+        let s2 = seen.clone();
+        let cdn_app = axum::Router::new().fallback(move |req: Request| {
+            let s2 = s2.clone();
+            async move {
+                s2.lock().unwrap().push(format!("cdn auth={}", req.headers().contains_key(header::AUTHORIZATION)));
+                "layer bytes"
+            }
+        });
+        tokio::spawn(async move { axum::serve(cdn_listener, cdn_app).await.unwrap() });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let realm = format!("{base}/token");
+        let s1 = seen.clone();
+        let app = axum::Router::new()
+            .route(
+                "/token",
+                get(|req: Request| async move {
+                    assert!(req.uri().query().unwrap().contains("scope=repository:library/alpine:pull"), "{}", req.uri());
+                    axum::Json(serde_json::json!({ "token": "good", "expires_in": 300 }))
+                }),
+            )
+            .fallback(move |req: Request| {
+                let (s1, realm, cdn) = (s1.clone(), realm.clone(), cdn.clone());
+                async move {
+                    let authed = req.headers().get(header::AUTHORIZATION).is_some_and(|v| v == "Bearer good");
+                    s1.lock().unwrap().push(format!("{} auth={authed}", req.uri().path()));
+                    if !authed {
+                        let challenge = format!(r#"Bearer realm="{realm}",service="test""#);
+                        return Response::builder().status(StatusCode::UNAUTHORIZED).header(header::WWW_AUTHENTICATE, challenge).body(Body::empty()).unwrap();
+                    }
+                    if req.uri().path().contains("/blobs/") {
+                        return Response::builder().status(StatusCode::TEMPORARY_REDIRECT).header(header::LOCATION, format!("{cdn}/signed/blob")).body(Body::empty()).unwrap();
+                    }
+                    Response::builder()
+                        .header(header::CONTENT_TYPE, "application/vnd.docker.distribution.manifest.v2+json")
+                        .body(Body::from(r#"{"schemaVersion":2}"#))
+                        .unwrap()
+                }
+            });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (base, seen)
+    }
+
+    #[tokio::test]
+    async fn tokens_are_fetched_once_and_redirects_to_another_host_go_without_them() {
+        let (base, seen) = token_registry().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let up = Upstream::new(&base, tmp.path()).unwrap();
+        let m = up.manifest("alpine", "3.19").await.unwrap();
+        assert_eq!(m.media_type, "application/vnd.docker.distribution.manifest.v2+json");
+        assert_eq!(m.digest, format!("sha256:{}", hex::encode(Sha256::digest(br#"{"schemaVersion":2}"#))));
+        // Cached: a second ask does not reach the upstream at all.
+        assert_eq!(up.manifest("library/alpine", "3.19").await.unwrap(), m);
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(b"layer bytes")));
+        let resp = up.blob("alpine", &digest, &Method::GET).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"layer bytes");
+        assert!(up.cached_blob(&digest).is_some());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                "/v2/library/alpine/manifests/3.19 auth=false".to_string(),
+                "/v2/library/alpine/manifests/3.19 auth=true".into(),
+                format!("/v2/library/alpine/blobs/{digest} auth=true"),
+                "cdn auth=false".into(),
+            ],
+            "one challenge, the token reused, and the CDN never sees it"
+        );
+    }
+
     #[test]
     fn bearer_challenges_parse() {
         let (realm, params) = parse_bearer(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#).unwrap();
