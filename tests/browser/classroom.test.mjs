@@ -47,7 +47,7 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
   let server;
   let browser;
   const instructor = `teacher-${process.pid}-${Date.now().toString(36)}`;
-  let endClass = async () => {};
+  const classesToEnd = []; // functions ending each class a test made: every machine goes, even after a failure
 
   before(async () => {
     const add = spawnSync(process.env.DOCKLAB_BIN, ["instructor", "add", instructor, "--state-dir", process.env.DOCKLAB_STATE_DIR], {
@@ -61,7 +61,7 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
 
   after(async () => {
     try {
-      await endClass(); // every machine of the class goes, even after a failure
+      for (const end of classesToEnd) await end();
     } finally {
       try {
         if (browser) await browser.close();
@@ -70,6 +70,18 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
       }
     }
   });
+
+  /** Ends a class from outside the browser (after its page is closed): every machine goes. */
+  async function remember(page, classId, csrf) {
+    const cookie = (await page.context().cookies()).find((c) => c.name === "docklab_instructor");
+    classesToEnd.push(() =>
+      fetch(`${server.url}/api/classes/${classId}/end`, {
+        method: "POST",
+        headers: { Cookie: `docklab_instructor=${cookie.value}`, "X-CSRF-Token": csrf },
+        signal: AbortSignal.timeout(120_000),
+      }).catch(() => {}),
+    );
+  }
 
   async function context(t) {
     const ctx = await browser.newContext({ viewport: VIEWPORT });
@@ -147,6 +159,63 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
     assert.ok(ms < 5_000, `applying ${events.length} events took ${ms} ms`);
   });
 
+  test("a learner who finishes an exercise moves on to the class's next one with a fresh machine", { timeout: 6 * 60_000 }, async (t) => {
+    const teacher = await context(t);
+    const learner = await context(t);
+    const page = learner.page;
+    try {
+      await teacher.page.goto(`${server.url}/instructor/login`);
+      await teacher.page.fill('input[name="name"]', instructor);
+      await teacher.page.fill('input[name="password"]', PASSWORD);
+      await Promise.all([teacher.page.waitForURL(`${server.url}/instructor`), teacher.page.click("button")]);
+      await teacher.page.fill('input[name="name"]', "Two exercises");
+      await teacher.page.selectOption('select[name="exercises"]', [EXERCISE, "day-24/limits-cgroup"]);
+      await teacher.page.fill('input[name="seats"]', "1");
+      await Promise.all([teacher.page.waitForURL(/\/classes\/[0-9a-f]+$/), teacher.page.click('button:has-text("Create class")')]);
+      const classId = new URL(teacher.page.url()).pathname.split("/").pop();
+      const csrf = await teacher.page.locator("#grid").getAttribute("data-csrf");
+      await remember(teacher.page, classId, csrf);
+      const code = (await teacher.page.locator(".join .code").textContent()).trim();
+
+      await page.goto(`${server.url}/join/${code}`);
+      await page.fill('input[name="display_name"]', "Grace");
+      await Promise.all([page.waitForURL(/exercise=lifecycle/, { timeout: 120_000 }), page.click("button")]);
+      await page.waitForSelector('#lab-status[data-state="ready"]', { timeout: 120_000 });
+      await page.waitForSelector('#class-bar:has-text("exercise 1 of 2")');
+      const first = await page.evaluate(() => window.docklab.session.id);
+      await page.waitForFunction(() => window.__docklabLines().some((l) => l.trim() !== ""), null, { timeout: 60_000 });
+      await page.click("#terminal");
+      const steps = [
+        "docker create --name box busybox sleep 3600",
+        "docker start box && docker pause box && docker unpause box",
+        "docker stop -t 1 box && docker start box && docker restart -t 1 box && docker kill box",
+        "docker rm box",
+      ];
+      const ids = ["create", "start-pause", "stop", "remove"];
+      for (let i = 0; i < steps.length; i++) {
+        await page.keyboard.type(steps[i], { delay: 5 });
+        await page.keyboard.press("Enter");
+        await page.waitForSelector(`.task[data-task-id="${ids[i]}"][data-status="passed"]`, { timeout: 60_000 });
+      }
+      // Done: the bar counts down and moves on by itself, to the next exercise's page and machine.
+      await page.waitForSelector('#class-bar:has-text("All tasks done")', { timeout: 30_000 });
+      await page.screenshot({ path: path.join(ARTIFACTS, "classroom-next-countdown.png") });
+      await page.waitForURL(/exercise=limits-cgroup/, { timeout: 120_000 });
+      await page.waitForSelector('#lab-status[data-state="ready"]', { timeout: 120_000 });
+      await page.waitForSelector('#class-bar:has-text("exercise 2 of 2")');
+      const second = await page.evaluate(() => window.docklab.session.id);
+      assert.notEqual(second, first, "a fresh machine for the next exercise");
+      const grid = await (await teacher.page.request.get(`${server.url}/api/classes/${classId}`)).json();
+      assert.equal(grid.learners[0].exercise_index, 1);
+      assert.equal(grid.learners[0].passed.length, 4);
+      assert.equal(grid.learners[0].session, second);
+    } catch (err) {
+      await page.screenshot({ path: path.join(ARTIFACTS, "classroom-next-failure.png") }).catch(() => {});
+      err.message += `\n--- learner page problems ---\n${learner.problems.join("\n") || "(none)"}\n${server.describe()}`;
+      throw err;
+    }
+  });
+
   test("the grid turns a cell green while a learner completes the task in their own browser", { timeout: 8 * 60_000 }, async (t) => {
     const teacher = await context(t);
     const learner = await context(t);
@@ -163,13 +232,14 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
       await Promise.all([teacher.page.waitForURL(/\/classes\/[0-9a-f]+$/), teacher.page.click('button:has-text("Create class")')]);
       const classId = new URL(teacher.page.url()).pathname.split("/").pop();
       const csrf = await teacher.page.locator("#grid").getAttribute("data-csrf");
-      endClass = () =>
+      const endClass = () =>
         teacher.page
           .evaluate(
             ([id, token]) => fetch(`/api/classes/${id}/end`, { method: "POST", headers: { "X-CSRF-Token": token } }).then((r) => r.status),
             [classId, csrf],
           )
           .catch(() => {});
+      await remember(teacher.page, classId, csrf);
       const code = (await teacher.page.locator(".join .code").textContent()).trim();
       assert.match(code, /^[A-Z2-9]{6}$/);
       await teacher.page.waitForSelector("table.class-grid");
