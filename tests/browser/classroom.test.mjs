@@ -244,6 +244,12 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
       assert.match(code, /^[A-Z2-9]{6}$/);
       await teacher.page.waitForSelector("table.class-grid");
       assert.equal(await teacher.page.locator("table.class-grid tbody tr").count(), 0, "nobody has joined yet");
+      // The join link as a QR code, for the room's screen.
+      await teacher.page.click("#show-qr");
+      await teacher.page.waitForFunction(() => document.querySelector("#qr img").naturalWidth > 0);
+      assert.match(await teacher.page.locator("#qr p.code").textContent(), new RegExp(`/join/${code}$`));
+      await shoot(teacher.page, "qr");
+      await teacher.page.click('#qr button:has-text("Close")');
 
       // The learner joins with the code and lands on the lesson with their machine.
       await learner.page.goto(`${server.url}/join/${code}`);
