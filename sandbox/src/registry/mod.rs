@@ -335,7 +335,7 @@ async fn blob(images: &[StoredImage], repo: &str, digest: &str, host: &str, req:
 
 async fn serve_blob_file(path: &std::path::Path, digest: &str, req: Request) -> Result<Response, RegistryError> {
     // ServeFile answers HEAD and Range requests (dockerd resumes interrupted layer downloads).
-    let mut resp = tower_http::services::ServeFile::new_with_mime(&path, &"application/octet-stream".parse().expect("a valid mime type"))
+    let mut resp = tower_http::services::ServeFile::new_with_mime(path, &"application/octet-stream".parse().expect("a valid mime type"))
         .oneshot(req)
         .await
         .map(IntoResponse::into_response)
