@@ -120,10 +120,9 @@ pub struct SceneContainer {
     pub id: String,
     pub name: String,
     pub image: String,
-    /// `created`, `running`, `paused`, `restarting`, `exited`, `removing` or `dead`.
+    /// `created`, `running`, `paused`, `restarting`, `exited`, `removing` or `dead`. (Not Docker's
+    /// `Up 3 minutes`: that changes by the second, so an unchanged engine would not give an equal scene.)
     pub state: String,
-    /// Docker's own words: `Up 3 minutes`, `Exited (0) 2 seconds ago`.
-    pub status: String,
     pub networks: Vec<Attachment>,
     pub mounts: Vec<SceneMount>,
 }
@@ -250,7 +249,9 @@ async fn image_detail(docker: &Docker, id: &str) -> Option<ImageDetail> {
 const DOCKLAB_BUILT: &str = "dev.docklab.built-by";
 
 fn tags_of(image: &ImageSummary) -> Vec<String> {
-    image.repo_tags.iter().filter(|t| *t != "<none>:<none>").cloned().collect()
+    let mut tags: Vec<String> = image.repo_tags.iter().filter(|t| *t != "<none>:<none>").cloned().collect();
+    tags.sort();
+    tags
 }
 
 fn short_id(id: &str) -> String {
@@ -314,7 +315,7 @@ fn container_of(c: &ContainerSummary) -> SceneContainer {
         })
         .unwrap_or_default();
     networks.sort_by(|a, b| a.network.cmp(&b.network));
-    let mounts = c
+    let mut mounts: Vec<SceneMount> = c
         .mounts
         .iter()
         .flatten()
@@ -337,12 +338,13 @@ fn container_of(c: &ContainerSummary) -> SceneContainer {
             }
         })
         .collect();
+    // Docker lists mounts in no fixed order.
+    mounts.sort_by(|a, b| a.destination.cmp(&b.destination));
     SceneContainer {
         id: short_id(c.id.as_deref().unwrap_or_default()),
         name,
         image: c.image.clone().unwrap_or_default(),
         state: c.state.map(|s| s.as_ref().to_owned()).unwrap_or_default(),
-        status: c.status.clone().unwrap_or_default(),
         networks,
         mounts,
     }
@@ -549,7 +551,6 @@ mod tests {
             name: name.into(),
             image: "busybox".into(),
             state: state.into(),
-            status: String::new(),
             networks: networks.iter().map(|(n, ip)| Attachment { network: (*n).into(), ip: ip.map(Into::into) }).collect(),
             mounts: Vec::new(),
         }
