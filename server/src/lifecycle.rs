@@ -151,6 +151,9 @@ pub struct SessionMeta {
     pub expires_unix: i64,
     #[serde(default)]
     pub learner: Option<String>,
+    /// The machine's own memory limit (a class's per-learner limit), kept for resets.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
 }
 
 /// Saves a ready session's facts next to its machine.
@@ -161,6 +164,7 @@ pub async fn save_meta(state: &AppState, session: &Session) {
         created_unix: session.created_at.unix_timestamp(),
         expires_unix: session.expires_at().unix_timestamp(),
         learner: state.grading.learner(&session.id),
+        memory_bytes: session.machine.memory_bytes,
     };
     let json = serde_json::to_vec(&meta).unwrap_or_default();
     if let Err(err) = state.backend.save_meta(&session.id, &json).await {
@@ -184,7 +188,7 @@ pub async fn adopt_leftovers(state: &AppState) {
                             time::OffsetDateTime::from_unix_timestamp(meta.created_unix).unwrap_or(time::OffsetDateTime::now_utc()),
                             time::OffsetDateTime::from_unix_timestamp(meta.expires_unix).unwrap_or(time::OffsetDateTime::now_utc()),
                         );
-                        if let Some(session) = state.sessions.insert_adopted(&id, &meta.token, &meta.exercise, created, expires) {
+                        if let Some(session) = state.sessions.insert_adopted(&id, &meta.token, &meta.exercise, created, expires, sandbox::MachineOptions { memory_bytes: meta.memory_bytes }) {
                             if let Some(learner) = &meta.learner {
                                 state.grading.set_learner(&id, learner);
                             }

@@ -150,6 +150,7 @@ impl SessionRegistry {
         exercise: &str,
         created_at: OffsetDateTime,
         expires_at: OffsetDateTime,
+        machine: sandbox::MachineOptions,
     ) -> Option<Arc<Session>> {
         let mut sessions = lock(&self.sessions);
         if sessions.len() >= self.max_sessions || sessions.contains_key(id) {
@@ -163,7 +164,7 @@ impl SessionRegistry {
             exercise: exercise.to_owned(),
             created_at,
             end: Mutex::new((expires_at, Instant::now() + Duration::try_from(left).unwrap_or_default())),
-            machine: sandbox::MachineOptions::default(),
+            machine,
             phase: Mutex::new(SessionPhase::Ready),
         });
         sessions.insert(id.to_owned(), session.clone());

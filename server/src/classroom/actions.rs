@@ -87,7 +87,7 @@ pub struct Extend {
 
 /// Moves the class's end `minutes` later, and every learner machine's end with it (a machine
 /// with its own shorter length keeps it).
-pub fn extend_class(state: &AppState, class: &ClassRow, minutes: u32) -> Result<ClassRow, ClassError> {
+pub async fn extend_class(state: &AppState, class: &ClassRow, minutes: u32) -> Result<ClassRow, ClassError> {
     require_running(class)?;
     if !(1..=MAX_EXTEND_MINUTES).contains(&minutes) {
         return Err(bad(format!("`minutes` must be between 1 and {MAX_EXTEND_MINUTES}")));
@@ -102,6 +102,8 @@ pub fn extend_class(state: &AppState, class: &ClassRow, minutes: u32) -> Result<
         let end = own_end.map_or(class_end, |own| own.min(class_end));
         if end != session.expires_at() {
             session.set_expires_at(end);
+            // A later server adopting the machine keeps the new end too.
+            crate::lifecycle::save_meta(state, &session).await;
         }
     }
     state.classroom.publish(&class.id, GridEvent::Extended { ends_at: class.ends_at });
@@ -119,7 +121,7 @@ pub async fn extend(
     let login = instructor_posting(&state, &headers, None)?;
     let class = own_class(&state, &login, &id)?;
     let body = json_body(body)?;
-    Ok(Json(super::view(extend_class(&state, &class, body.minutes)?)))
+    Ok(Json(super::view(extend_class(&state, &class, body.minutes).await?)))
 }
 
 #[derive(Debug, Deserialize)]
