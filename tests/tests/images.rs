@@ -381,9 +381,16 @@ async fn a_session_pulling_an_image_docklab_lacks_is_told_what_there_is_and_a_pu
     assert_ne!(out.exit_code, 0);
     assert!(out.stdout.contains("read-only") && out.stdout.contains("registry:2"), "push is refused with a way forward: {}", out.stdout);
     eprintln!("docker push busybox: {}", out.stdout.lines().last().unwrap_or(""));
+    // `docker login` reaches docklab as Docker Hub and is told why not, instead of "Login Succeeded".
+    let out = sh(&*m, &id, "docker login -u me -p secret 2>&1").await;
+    assert_ne!(out.exit_code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("no Docker Hub account") && out.stdout.contains("registry:2"), "login is refused with a way forward: {}", out.stdout);
+    // Docker Hub's own name, straight over TLS with an anonymous token (no mirror in between).
+    let out = sh(&*m, &id, "docker pull -q registry-1.docker.io/library/hello-world && docker run --rm registry-1.docker.io/library/hello-world 2>&1").await;
+    assert!(out.exit_code == 0 && out.stdout.contains("Hello from docklab!"), "a pull as registry-1.docker.io: {out:?}");
     // The CA is dockerd's alone: curl in the learner's shell does not trust it.
     let out = sh(&*m, &id, "curl -sS -o /dev/null https://registry-1.docker.io/v2/ 2>&1; echo rc=$?").await;
     assert!(out.stdout.contains("certificate") && !out.stdout.contains("rc=0"), "curl must refuse docklab's certificate: {}", out.stdout);
-    let out = sh(&*m, &id, "curl -sS --cacert /etc/docklab/registry-ca.crt https://registry-1.docker.io/v2/library/busybox/tags/list").await;
+    let out = sh(&*m, &id, "curl -sS --cacert /etc/docklab/registry-ca.crt https://gcr.io/v2/library/busybox/tags/list").await;
     assert!(out.stdout.contains("\"latest\""), "with the CA named, the registry answers as Docker Hub: {out:?}");
 }

@@ -60,6 +60,7 @@ pub fn router_with_upstream(store: ImageStore, upstream: Option<upstream::Upstre
     Router::new()
         .route("/v2", any(base))
         .route("/v2/", any(base))
+        .route("/token", any(token))
         .route("/v2/{*rest}", any(dispatch))
         .fallback(|| async { RegistryError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "this is a registry: its API is under /v2/".into()) })
         .with_state(Arc::new(Registry { store, upstream }))
@@ -90,11 +91,44 @@ impl IntoResponse for RegistryError {
     }
 }
 
-async fn base(method: Method) -> Response {
+/// Names under which machines reach the registry as Docker Hub's (over TLS, see [`tls`]).
+const DOCKER_HUB_HOSTS: &[&str] = &["registry-1.docker.io", "index.docker.io", "docker.io"];
+/// Where Docker Hub sends clients for tokens; in machines, that is this registry too.
+const TOKEN_REALM: &str = "https://auth.docker.io/token";
+
+/// Said when someone logs in to "Docker Hub" from a machine.
+pub const LOGIN_REFUSED: &str = "docklab's sessions are offline and have no Docker Hub account: `docker login` and `docker push` \
+to Docker Hub cannot work here. To practise both, run your own registry in your machine: \
+`docker run -d -p 5000:5000 --name registry registry:2`, then `docker push localhost:5000/IMAGE`";
+
+async fn base(method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
     if !matches!(method, Method::GET | Method::HEAD) {
         return denied();
     }
+    // As Docker Hub, ask for a token the way Docker Hub does: pulls get an anonymous one from
+    // `token` below, and a `docker login` (which sends its credentials there) is told why not.
+    // Asked as the mirror (10.200.0.1), no token is needed.
+    if DOCKER_HUB_HOSTS.contains(&request_host(&headers, &uri).as_str()) && !headers.contains_key(header::AUTHORIZATION) {
+        let challenge = format!("Bearer realm=\"{TOKEN_REALM}\",service=\"registry.docker.io\"");
+        let mut r = RegistryError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required".into()).into_response();
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).expect("a valid header"));
+        return r;
+    }
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json"), API_VERSION], "{}").into_response()
+}
+
+/// The token service (`auth.docker.io/token` in machines): anonymous tokens for anyone; a
+/// request with credentials is a `docker login`, refused with the way to practise instead.
+async fn token(headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let query = uri.query().unwrap_or("");
+    let with_credentials = headers.contains_key(header::AUTHORIZATION) || query.split('&').any(|kv| kv.starts_with("account="));
+    if with_credentials {
+        tracing::info!("docker login refused: sessions have no Docker Hub account");
+        return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "application/json")], serde_json::json!({ "details": LOGIN_REFUSED }).to_string()).into_response();
+    }
+    let issued = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let body = serde_json::json!({ "token": "docklab-anonymous", "access_token": "docklab-anonymous", "expires_in": 3600, "issued_at": issued });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 fn denied() -> Response {
@@ -544,6 +578,34 @@ mod tests {
         assert!(!tmp.path().join("registry-cache/blobs/sha256").join("ab".repeat(32)).exists());
         let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("registry-cache/blobs/sha256")).unwrap().flatten().collect();
         assert!(leftovers.is_empty(), "no partial file is left: {leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn as_docker_hub_pulls_get_anonymous_tokens_and_logins_are_refused() {
+        let (_tmp, store, _, _) = store();
+        let app = router(store);
+        // As the mirror: no token needed.
+        assert_eq!(call(&app, "GET", "/v2/", "10.200.0.1").await.0, StatusCode::OK);
+        // As Docker Hub: the same challenge Docker Hub sends.
+        let (s, h, _) = call(&app, "GET", "/v2/", "registry-1.docker.io").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(h["www-authenticate"], r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#);
+        let (s, _, body) = call(&app, "GET", "/token?scope=repository:library/busybox:pull&service=registry.docker.io", "auth.docker.io").await;
+        assert_eq!(s, StatusCode::OK);
+        let token = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
+        let req = Request::builder().uri("/v2/").header("host", "registry-1.docker.io").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+        // A login sends credentials for its token: refused, with the way to practise.
+        let req = Request::builder()
+            .uri("/token?account=me&client_id=docker&offline_token=true&service=registry.docker.io")
+            .header("host", "auth.docker.io")
+            .header("authorization", "Basic bWU6c2VjcmV0")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["details"].as_str().unwrap().contains("registry:2"));
     }
 
     #[test]
