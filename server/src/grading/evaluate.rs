@@ -256,8 +256,15 @@ pub async fn check(g: &Grader, check: &Check) -> Outcome {
             image_config(&i, image, entrypoint.as_deref(), cmd.as_deref(), user.as_deref(), *healthcheck, exposed_ports.as_deref())
         }
         Check::ContainerState { .. } => {
-            let Check::ContainerState { container, .. } = check else { unreachable!() };
-            let c = found!(inspect(g, container).await, format!("container {container}"), no_container(container));
+            let Check::ContainerState { container, oom_killed, .. } = check else { unreachable!() };
+            let mut c = found!(inspect(g, container).await, format!("container {container}"), no_container(container));
+            if let Some(st) = c.state.as_mut().filter(|st| *oom_killed == Some(true) && st.oom_killed != Some(true) && st.exit_code == Some(137)) {
+                // Docker 20.10 on cgroup v1 can record the exit before the kernel's OOM notice and
+                // leave OOMKilled false; the engine's `oom` event for the container says it too.
+                if matches!(event_seen(g, EventObject::Container, container, "oom", None).await, Outcome::Pass(_)) {
+                    st.oom_killed = Some(true);
+                }
+            }
             container_state(&c, check)
         }
         Check::ContainerAbsent { container } => {

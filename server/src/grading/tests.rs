@@ -459,7 +459,13 @@ async fn container_state_exit_oom_restarts_and_limits() {
     assert_eq!(lab.fails(&oom).await, "container hog exited with code 1; it should exit with code 137");
     hog["State"]["ExitCode"] = json!(137);
     lab.engine.json("/containers/hog/json", hog.clone());
+    lab.engine.raw("/events", Vec::new(), "application/json");
     assert_eq!(lab.fails(&oom).await, "container hog was not killed for running out of memory (OOMKilled is false)");
+    // Docker can record the exit before the kernel's OOM notice: the engine's `oom` event counts.
+    let oom_event = event("container", "oom", "hog-id", json!({"name": "hog", "image": "busybox"}));
+    lab.engine.raw("/events", format!("{oom_event}\n").into_bytes(), "application/json");
+    assert_eq!(lab.fails(&oom).await, "container hog has no memory limit; it should be limited to 16 MB");
+    lab.engine.raw("/events", Vec::new(), "application/json");
     hog["State"]["OOMKilled"] = json!(true);
     lab.engine.json("/containers/hog/json", hog.clone());
     assert_eq!(lab.fails(&oom).await, "container hog has no memory limit; it should be limited to 16 MB");

@@ -5,6 +5,7 @@ set -e
 docker run -d --name registry -p 5000:5000 registry:2
 for i in $(seq 1 30); do curl -fs localhost:5000/v2/ && break; sleep 0.5; done
 # task: push
+docker pull -q busybox
 docker tag busybox localhost:5000/tools/busybox:1
 docker push localhost:5000/tools/busybox:1
 # task: pull-back

@@ -8,6 +8,7 @@ for _ in $(seq 30); do
   sleep 1
 done
 # task: push
+docker pull -q busybox
 docker tag busybox localhost:5000/interview/hello:1.0
 docker push localhost:5000/interview/hello:1.0
 # task: pull-back
