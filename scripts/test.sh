@@ -19,7 +19,7 @@ step "Removing session machines an interrupted earlier run left behind"
 step "Unit tests and real session-machine tests"
 # The registry pull-through cache test runs Debian's registry as its upstream (skopeo pushes to it).
 apt_install docker-registry skopeo
-DOCKLAB_BIN="$TARGET_DIR/debug/docklab" DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace -- --test-threads=2
+DOCKLAB_BIN="$TARGET_DIR/debug/docklab" DOCKLAB_STATE_DIR="$STATE_DIR" cargo test --workspace --no-fail-fast -- --test-threads=2
 
 step "Browser tests (Debian chromium driven by playwright-core)"
 apt_install chromium
