@@ -416,9 +416,9 @@ impl Upstream {
                 failed = Some(format!("the blob's digest is {actual}, not {digest_owned}"));
             }
             let installed = match failed {
-                None => match file.sync_all().await.and(tokio::fs::rename(&part, &final_path).await) {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(format!("installing {}: {e}", final_path.display())),
+                None => match file.sync_all().await {
+                    Err(e) => Err(format!("writing {}: {e}", part.display())),
+                    Ok(()) => tokio::fs::rename(&part, &final_path).await.map_err(|e| format!("installing {}: {e}", final_path.display())),
                 },
                 Some(f) => Err(f),
             };
