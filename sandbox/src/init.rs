@@ -24,7 +24,6 @@ use oci_spec::runtime::Spec;
 use crate::spec::MachineRecord;
 use crate::sys;
 
-/// Where docklab's node image keeps image tarballs that every machine loads at boot.
 /// Shown by the learner's login shell (written at every boot, so it changes without rebuilding
 /// the node image).
 const GREETING: &str = r#"
