@@ -1,9 +1,12 @@
 //! A read-only implementation of the distribution (Docker Registry HTTP API v2) over docklab's
 //! OCI image layouts, for session machines.
 //!
-//! Every session's dockerd uses it as its Docker Hub mirror (`registry-mirrors`) and reaches it as
-//! `gcr.io` too (its `/etc/hosts` points `gcr.io` here and `insecure-registries` lets dockerd use
-//! plain HTTP). So one repository answers to several names:
+//! Every session's dockerd uses it as its Docker Hub mirror (`registry-mirrors`, plain HTTP), and
+//! reaches it under Docker Hub's own names and `gcr.io` too: the machine's `/etc/hosts` points
+//! them here and the server answers them over TLS with a certificate only that dockerd trusts
+//! ([`tls`]), so dockerd's fallback from the mirror to Docker Hub ends here as well. As Docker
+//! Hub it hands out anonymous tokens and refuses logins. With an upstream it is a pull-through
+//! cache ([`upstream`]). So one repository answers to several names:
 //!
 //! * `library/busybox` (how dockerd asks a mirror for Docker Hub's `busybox`) and `busybox`;
 //! * `distroless/static-debian12` asked of host `gcr.io`, and `gcr.io/distroless/static-debian12`.
