@@ -309,14 +309,16 @@ fn remove_tree(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Creates the machine's disk: a sparse file with an ext4 filesystem (no journal: the disk lives
-/// and dies with its machine). Takes about 40 ms whatever the size.
+/// Creates the machine's disk: a sparse file with an ext4 filesystem. Takes about 25 ms whatever
+/// the size. The journal stays although the disk dies with its machine: without one, ext4 scans
+/// past every recently deleted inode when it creates a file, and `docker rmi` followed by a pull
+/// (or any rebuild) took 17-19 s for golang:1.19 without a journal, 5.6 s with one.
 fn make_disk_image(path: &Path, bytes: u64) -> Result<(), SandboxError> {
     let f = fs::File::create(path).map_err(|e| SandboxError::io("creating", path, e))?;
     f.set_len(bytes).map_err(|e| SandboxError::io("sizing", path, e))?;
     drop(f);
     let out = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=1,lazy_journal_init=1", "-m", "0"])
+        .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", "-m", "0"])
         .arg(path)
         .output()
         .map_err(|e| SandboxError::io("running mkfs.ext4 for", path, e))?;
