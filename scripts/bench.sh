@@ -5,4 +5,5 @@ need_root
 need_cargo
 cargo build --release -p docklab-server
 "$TARGET_DIR/release/docklab" setup --state-dir "$STATE_DIR"
-DOCKLAB_STATE_DIR="$STATE_DIR" cargo bench -p docklab-tests
+# Benchmarks that go through the server use the release build, as `make run` does.
+DOCKLAB_BIN="$TARGET_DIR/release/docklab" DOCKLAB_STATE_DIR="$STATE_DIR" cargo bench -p docklab-tests
