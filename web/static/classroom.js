@@ -64,10 +64,12 @@
         groups.appendChild(el("th", { rowSpan: 2, className: "fixed" }, label));
       }
       data.exercises.forEach((e, i) => {
-        groups.appendChild(el("th", { colSpan: e.tasks.length, className: "exercise", title: e.id }, i + 1 + ". " + e.title));
+        groups.appendChild(el("th", { colSpan: e.tasks.length, className: "exercise", title: e.id }, i + 1 + ". " + e.title.replace(/`/g, "")));
         for (const t of e.tasks) {
-          const th = el("th", { title: t.title + " (" + t.key + ")", className: "task-col" });
-          th.appendChild(el("span", {}, t.title));
+          // Task titles are Markdown: drop the backticks in the narrow header.
+          const plain = t.title.replace(/`/g, "");
+          const th = el("th", { title: plain + " (" + t.key + ")", className: "task-col" });
+          th.appendChild(el("span", {}, plain));
           tasks.appendChild(th);
           columns.push(t.key);
         }
