@@ -10,38 +10,17 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import * as lab from "./lab.mjs";
+import { ARTIFACTS } from "./lab.mjs";
 import { startServer } from "./server.mjs";
 
-const ARTIFACTS = process.env.ARTIFACTS || path.resolve("artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const VIEWPORT = { width: 1400, height: 900 };
 
 const EXERCISE = "day-24/lifecycle";
 const FIRST_TASK = "create";
 const FIRST_STEP = "docker create --name box busybox sleep 3600";
 const PASSWORD = "a long classroom password";
-
-function installTerminalHelpers() {
-  window.__docklabLines = function () {
-    const term = window.docklabTerm;
-    if (!term) return [];
-    const buf = term.buffer.active;
-    const lines = [];
-    for (let i = 0; i < buf.length; i++) {
-      const line = buf.getLine(i);
-      if (!line) continue;
-      const text = line.translateToString(true);
-      if (line.isWrapped && lines.length) lines[lines.length - 1] += text;
-      else lines.push(text);
-    }
-    return lines;
-  };
-}
 
 describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
   let server;
@@ -56,20 +35,14 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
     });
     assert.equal(add.status, 0, `docklab instructor add: ${add.stderr}`);
     server = await startServer({ name: "server-classroom" });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+    browser = await lab.launchChromium();
   });
 
-  after(async () => {
-    try {
+  after(() =>
+    lab.shutDown(browser, server, async () => {
       for (const end of classesToEnd) await end();
-    } finally {
-      try {
-        if (browser) await browser.close();
-      } finally {
-        if (server) await server.stop();
-      }
-    }
-  });
+    }),
+  );
 
   /** Ends a class from outside the browser (after its page is closed): every machine goes. */
   async function remember(page, classId, csrf) {
@@ -83,18 +56,9 @@ describe("a classroom in a real browser", { timeout: 10 * 60_000 }, () => {
     );
   }
 
-  async function context(t) {
-    const ctx = await browser.newContext({ viewport: VIEWPORT });
-    await ctx.addInitScript(installTerminalHelpers);
-    ctx.setDefaultTimeout(30_000);
-    const page = await ctx.newPage();
-    const problems = [];
-    page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
-    page.on("console", (msg) => {
-      if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
-    });
-    t.after(() => ctx.close());
-    return { page, problems };
+  /** A browser context of its own (the instructor, a learner), with its page's errors collected. */
+  function context(t) {
+    return lab.openPage(browser, t, { viewport: VIEWPORT, requestFailed: false });
   }
 
   // The grid page's own logic at the size the issue names: 200 learners, a burst of 600 pushed

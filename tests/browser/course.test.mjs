@@ -8,26 +8,15 @@
 //     node --test --test-concurrency=1 tests/browser/course.test.mjs
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import * as lab from "./lab.mjs";
+import { ARTIFACTS, terminalText } from "./lab.mjs";
 import { startServer } from "./server.mjs";
 
-const ARTIFACTS = process.env.ARTIFACTS || path.resolve("artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
 const LESSONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../lessons");
 
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const VIEWPORT = { width: 1440, height: 960 };
 // Pulling nothing, but each step starts containers on a shared, busy machine.
 const TASK_TIMEOUT_MS = 120_000;
@@ -53,32 +42,6 @@ function solutionSteps(folder) {
   return steps;
 }
 
-// Installed in every page: the terminal's buffer as logical lines (soft-wrapped rows joined).
-function installTerminalHelpers() {
-  window.__docklabLines = function () {
-    const term = window.docklabTerm;
-    if (!term) return [];
-    const buf = term.buffer.active;
-    const lines = [];
-    for (let i = 0; i < buf.length; i++) {
-      const line = buf.getLine(i);
-      if (!line) continue;
-      const text = line.translateToString(true);
-      if (line.isWrapped && lines.length) lines[lines.length - 1] += text;
-      else lines.push(text);
-    }
-    return lines;
-  };
-}
-
-async function terminalText(page) {
-  try {
-    return (await page.evaluate(() => window.__docklabLines())).join("\n").replace(/\n+$/, "");
-  } catch (err) {
-    return `(could not read the terminal: ${err.message})`;
-  }
-}
-
 async function taskStates(page) {
   return page
     .locator("#lab-tasks .task")
@@ -93,65 +56,30 @@ describe("the course in a real browser", { timeout: 20 * 60_000 }, () => {
 
   before(async () => {
     server = await startServer({ name: "server-course" });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+    browser = await lab.launchChromium();
   });
 
-  after(async () => {
-    try {
-      for (const s of sessions) {
-        try {
-          await fetch(`${server.url}/api/sessions/${encodeURIComponent(s.id)}`, {
-            method: "DELETE",
-            headers: { Authorization: `Bearer ${s.token}` },
-            signal: AbortSignal.timeout(60_000),
-          });
-        } catch (_) {
-          /* the server may already be gone */
-        }
-      }
-    } finally {
-      try {
-        if (browser) await browser.close();
-      } finally {
-        if (server) await server.stop();
-      }
-    }
-  });
+  after(() => lab.shutDown(browser, server, () => lab.deleteSessions(server, sessions)));
 
-  async function openPage(t) {
-    const context = await browser.newContext({ viewport: VIEWPORT });
-    await context.addInitScript(installTerminalHelpers);
-    context.setDefaultTimeout(30_000);
-    const page = await context.newPage();
-    const problems = [];
-    page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
-    page.on("console", (msg) => {
-      if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
-    });
-    page.on("requestfailed", (req) => problems.push(`request failed: ${req.method()} ${req.url()} ${req.failure()?.errorText}`));
-    t.after(() => context.close());
-    return { page, problems };
+  function openPage(t) {
+    return lab.openPage(browser, t, { viewport: VIEWPORT });
   }
 
-  async function withDiagnostics(page, problems, name, body) {
-    try {
-      await body();
-    } catch (err) {
-      try {
-        await page.screenshot({ path: path.join(ARTIFACTS, `${name}-failure.png`) });
-      } catch (_) {}
-      const visual = await page
+  /** Runs `body`; on failure adds the tasks' states, the live visual and the terminal text. */
+  function withDiagnostics(page, problems, name, body) {
+    const visual = async (page) => {
+      const figures = await page
         .locator("figure.live-visual")
         .evaluateAll((els) => els.map((el) => `${el.dataset.visual} (${el.dataset.state}): ${el.textContent.trim().slice(0, 800)}`))
         .catch(() => []);
-      err.message +=
-        `\n--- tasks ---\n${(await taskStates(page)).join("\n")}` +
-        `\n--- live visual ---\n${visual.join("\n") || "(none)"}` +
-        `\n--- terminal ---\n${await terminalText(page)}` +
-        `\n--- page problems ---\n${problems.join("\n") || "(none)"}` +
-        `\n${server.describe()}`;
-      throw err;
-    }
+      return figures.join("\n") || "(none)";
+    };
+    const sections = [
+      ["tasks", async (page) => (await taskStates(page)).join("\n")],
+      ["live visual", visual],
+      ["terminal", terminalText],
+    ];
+    return lab.withDiagnostics({ page, problems, server, name, sections }, body);
   }
 
   /** Opens the exercise's page, starts the lab and waits for the shell's prompt. */

@@ -7,16 +7,11 @@
 //     node --test --test-concurrency=1 tests/browser/drills.test.mjs
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import * as lab from "./lab.mjs";
+import { ARTIFACTS } from "./lab.mjs";
 import { startServer } from "./server.mjs";
 
-const ARTIFACTS = process.env.ARTIFACTS || path.resolve("artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
-
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"];
 const LAPTOP = { width: 1280, height: 900 };
 const PHONE = { width: 390, height: 844 };
 
@@ -26,38 +21,25 @@ describe("interview drills in a real browser", { timeout: 5 * 60_000 }, () => {
 
   before(async () => {
     server = await startServer({ name: "server-drills" });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+    browser = await lab.launchChromium();
   });
 
-  after(async () => {
-    try {
-      if (browser) await browser.close();
-    } finally {
-      if (server) await server.stop();
-    }
-  });
+  after(() => lab.shutDown(browser, server));
 
-  async function openPage(t, viewport = LAPTOP) {
-    const context = await browser.newContext({ viewport, hasTouch: viewport === PHONE });
-    context.setDefaultTimeout(20_000);
-    const page = await context.newPage();
-    const problems = [];
-    page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
-    page.on("console", (msg) => {
-      if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
+  // No terminal on these pages, and the tests assert there are no problems at all, so failed
+  // requests are not counted as problems here.
+  function openPage(t, viewport = LAPTOP) {
+    return lab.openPage(browser, t, {
+      viewport,
+      hasTouch: viewport === PHONE,
+      timeout: 20_000,
+      terminal: false,
+      requestFailed: false,
     });
-    t.after(() => context.close());
-    return { context, page, problems };
   }
 
-  async function withDiagnostics(page, problems, name, body) {
-    try {
-      await body();
-    } catch (err) {
-      await page.screenshot({ path: path.join(ARTIFACTS, `${name}-failure.png`), fullPage: true }).catch(() => {});
-      err.message += `\n--- page problems ---\n${problems.join("\n") || "(none)"}\n${server.describe()}`;
-      throw err;
-    }
+  function withDiagnostics(page, problems, name, body) {
+    return lab.withDiagnostics({ page, problems, server, name, fullPage: true }, body);
   }
 
   /** Waits for the POST that rating a card sends, and returns its JSON. */

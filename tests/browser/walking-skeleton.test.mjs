@@ -7,55 +7,16 @@
 //     node --test --test-concurrency=1 tests/browser/
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import * as lab from "./lab.mjs";
+import { ARTIFACTS, terminalText } from "./lab.mjs";
 import { startServer } from "./server.mjs";
 
-const ARTIFACTS = process.env.ARTIFACTS || path.resolve("artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
-
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const VIEWPORT = { width: 1400, height: 900 };
 const SMALL_VIEWPORT = { width: 1100, height: 640 };
 
 const LESSON = "day-24";
 const EXERCISE = "day-24/lifecycle";
-
-// Installed in every page: the terminal's buffer as logical lines (soft-wrapped rows joined).
-function installTerminalHelpers() {
-  window.__docklabLines = function () {
-    const term = window.docklabTerm;
-    if (!term) return [];
-    const buf = term.buffer.active;
-    const lines = [];
-    for (let i = 0; i < buf.length; i++) {
-      const line = buf.getLine(i);
-      if (!line) continue;
-      const text = line.translateToString(true);
-      if (line.isWrapped && lines.length) lines[lines.length - 1] += text;
-      else lines.push(text);
-    }
-    return lines;
-  };
-}
-
-async function terminalText(page) {
-  try {
-    return (await page.evaluate(() => window.__docklabLines())).join("\n").replace(/\n+$/, "");
-  } catch (err) {
-    return `(could not read the terminal: ${err.message})`;
-  }
-}
 
 /** Types a command into the focused terminal the way a person would, then Enter. */
 async function typeCommand(page, command) {
@@ -97,72 +58,28 @@ describe("docklab in a real browser", { timeout: 10 * 60_000 }, () => {
 
   before(async () => {
     server = await startServer({ name: "server-walking-skeleton" });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      timeout: 60_000,
-    });
+    browser = await lab.launchChromium();
   });
 
-  after(async () => {
-    try {
-      // Best effort: a test that failed half-way must not leave a session machine running.
-      for (const s of sessions) {
-        try {
-          await fetch(`${server.url}/api/sessions/${encodeURIComponent(s.id)}`, {
-            method: "DELETE",
-            headers: { Authorization: `Bearer ${s.token}` },
-            signal: AbortSignal.timeout(60_000),
-          });
-        } catch (_) {
-          /* the server may already be gone */
-        }
-      }
-    } finally {
-      try {
-        if (browser) await browser.close();
-      } finally {
-        if (server) await server.stop();
-      }
-    }
-  });
+  after(() => lab.shutDown(browser, server, () => lab.deleteSessions(server, sessions)));
 
   /** A fresh context and page, with console errors collected for failure messages. */
-  async function openPage(t) {
-    const context = await browser.newContext({ viewport: VIEWPORT });
-    await context.addInitScript(installTerminalHelpers);
-    context.setDefaultTimeout(30_000);
-    const page = await context.newPage();
-    const problems = [];
-    page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
-    page.on("console", (msg) => {
-      if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
-    });
-    page.on("requestfailed", (req) => problems.push(`request failed: ${req.method()} ${req.url()} ${req.failure()?.errorText}`));
-    t.after(() => context.close());
-    return { context, page, problems };
+  function openPage(t) {
+    return lab.openPage(browser, t, { viewport: VIEWPORT });
   }
 
   /** Runs `body`; on failure saves a screenshot and adds the terminal text, page problems and server log. */
-  async function withDiagnostics(page, problems, name, body) {
-    try {
-      await body();
-    } catch (err) {
-      try {
-        await page.screenshot({ path: path.join(ARTIFACTS, `${name}-failure.png`), fullPage: false });
-      } catch (_) {}
-      const status = await page
+  function withDiagnostics(page, problems, name, body) {
+    const labStatus = (page) =>
+      page
         .locator("#lab-status")
         .evaluate((el) => `${el.dataset.state}: ${el.textContent}`)
         .catch(() => "(no #lab-status)");
-      err.message +=
-        `\n--- lab status ---\n${status}` +
-        `\n--- terminal ---\n${await terminalText(page)}` +
-        `\n--- page problems ---\n${problems.join("\n") || "(none)"}` +
-        `\n${server.describe()}`;
-      throw err;
-    }
+    const sections = [
+      ["lab status", labStatus],
+      ["terminal", terminalText],
+    ];
+    return lab.withDiagnostics({ page, problems, server, name, sections }, body);
   }
 
   test("start a lab, run busybox in the terminal, resize, end the lab", { timeout: 6 * 60_000 }, async (t) => {
