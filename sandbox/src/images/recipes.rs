@@ -263,6 +263,11 @@ pub const CATALOG: &[Recipe] = &[
                 // Rebuild the standard library once for CGO_ENABLED=0, so learners' builds take a
                 // second instead of ten, then drop the build cache that made.
                 "chroot \"$1\" env -i HOME=/root PATH=/usr/lib/go-1.19/bin:/usr/bin:/bin CGO_ENABLED=0 GOCACHE=/tmp/gocache go install std && rm -rf \"$1/tmp/gocache\"",
+                // What building programs never reads, so pulls unpack less (145 MB and 4,700
+                // files fewer): the compiled packages of the Go tools themselves (the tools are
+                // prebuilt binaries in pkg/tool), and the standard library's own tests and their
+                // test data.
+                "rm -rf \"$1/usr/lib/go-1.19/pkg/linux_amd64/cmd\" && find \"$1/usr/share/go-1.19/src\" -type d -name testdata -prune -exec rm -rf {} + && find \"$1/usr/share/go-1.19/src\" -type f -name '*_test.go' -delete",
             ],
         },
         config: Settings {
