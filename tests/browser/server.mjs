@@ -70,7 +70,9 @@ export async function startServer({ name = "server", timeoutMs = HEALTH_TIMEOUT_
 async function launch({ bin, stateDir, port, name, timeoutMs }) {
   const listen = `127.0.0.1:${port}`;
   const url = `http://${listen}`;
-  const args = ["serve", "--wait", "--listen", listen, "--state-dir", stateDir, "--warm-machines", "1", "--end-sessions-on-exit"];
+  // No warm pool: refilling it adds host network interfaces at any moment, and Chromium (on the
+  // same host here, never in real use) aborts requests in flight with ERR_NETWORK_CHANGED.
+  const args = ["serve", "--wait", "--listen", listen, "--state-dir", stateDir, "--warm-machines", "0", "--end-sessions-on-exit"];
   const child = spawn(bin, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, NO_COLOR: "1" },
