@@ -2,8 +2,21 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::{header, HeaderMap};
 
 use crate::error::AppError;
+
+/// The value of the cookie `name` in a request's `Cookie` headers, if there is one.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+}
 
 /// `axum::Json`, but a malformed or mistyped body answers 400 with a JSON error.
 #[derive(Debug, FromRequest)]

@@ -52,17 +52,7 @@ fn given_token<'a>(uri: &'a Uri, headers: &'a HeaderMap, id: &str) -> (Option<St
             }
         }
     }
-    let name = cookie_name(id);
-    for value in headers.get_all(header::COOKIE) {
-        for c in value.to_str().unwrap_or("").split(';') {
-            if let Some((k, v)) = c.trim().split_once('=') {
-                if k == name {
-                    return (Some(v.to_string()), false);
-                }
-            }
-        }
-    }
-    (None, false)
+    (crate::extract::cookie_value(headers, &cookie_name(id)).map(str::to_string), false)
 }
 
 fn without_token(uri: &Uri) -> String {

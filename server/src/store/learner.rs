@@ -43,15 +43,9 @@ impl CurrentLearner {
 
 /// The learner id from the request's cookies, if well-formed.
 fn learner_from_cookies(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
+    crate::extract::cookie_value(headers, COOKIE)
         .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
 }
 
 /// Middleware: attaches a [`CurrentLearner`], setting the cookie for a new learner.
