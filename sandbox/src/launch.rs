@@ -144,7 +144,7 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
     }
     write_atomic(&rec.init_pid_path(), child.to_string().as_bytes())?;
     if let Some(net) = &rec.net {
-        crate::network::attach_machine(&net.bridge, &net.veth, child.as_raw()).map_err(|e| LaunchError::Init(format!("network: {e}")))?;
+        crate::network::attach_machine(&net.bridge, &net.veth, child.as_raw(), net.address).map_err(|e| LaunchError::Init(format!("network: {e}")))?;
     }
     timing("init cloned and attached to the network");
     let mut go = fs::File::from(go_w);

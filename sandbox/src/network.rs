@@ -165,14 +165,26 @@ pub fn remove_host_network(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     Ok(())
 }
 
-/// Gives the machine whose init is `pid` its end of a veth pair (`eth0` inside) and plugs the
-/// host end into the bridge as an isolated port (isolated ports cannot talk to each other).
-pub fn attach_machine(bridge: &str, veth: &str, pid: i32) -> Result<(), NetworkError> {
+/// The hardware address of the machine whose address is `addr`: always the same for the same
+/// address (locally administered, unicast). A machine started in a slot another left moments
+/// ago then matches whatever the host still has cached for that address: with a new random
+/// address, the host kept sending to the old one (an ARP update within `locktime` of the last is
+/// ignored) and the new machine lost its registry until the host's entry expired.
+pub fn machine_mac(addr: Ipv4Addr) -> String {
+    let [a, b, c, d] = addr.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// Gives the machine whose init is `pid` its end of a veth pair (`eth0` inside, with
+/// [`machine_mac`] of `address`) and plugs the host end into the bridge as an isolated port
+/// (isolated ports cannot talk to each other).
+pub fn attach_machine(bridge: &str, veth: &str, pid: i32, address: Ipv4Addr) -> Result<(), NetworkError> {
     // A stale host end from a machine that died in this slot would block the name.
     if run(&["ip", "link", "show", "dev", veth], None).is_ok() {
         let _ = run(&["ip", "link", "delete", "dev", veth], None);
     }
-    run(&["ip", "link", "add", "name", veth, "type", "veth", "peer", "name", "eth0", "netns", &pid.to_string()], None)?;
+    let mac = machine_mac(address);
+    run(&["ip", "link", "add", "name", veth, "type", "veth", "peer", "name", "eth0", "address", &mac, "netns", &pid.to_string()], None)?;
     run(&["ip", "link", "set", "dev", veth, "master", bridge], None)?;
     run(&["bridge", "link", "set", "dev", veth, "isolated", "on"], None)?;
     run(&["ip", "link", "set", "dev", veth, "up"], None)?;
@@ -207,6 +219,7 @@ mod tests {
     fn addresses_count_from_two_and_stay_in_the_subnet() {
         let c = NetworkConfig::default();
         assert_eq!(c.machine_address(0).unwrap(), Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(machine_mac(Ipv4Addr::new(10, 200, 1, 46)), "02:42:0a:c8:01:2e");
         assert_eq!(c.machine_address(300).unwrap(), Ipv4Addr::new(10, 200, 1, 46));
         assert!(c.machine_address(65_533).is_err());
         assert_eq!(c.subnet(), "10.200.0.0/16");
