@@ -160,7 +160,14 @@ async fn run_exercise(m: Arc<SessionManager>, exercise: Exercise) -> Result<(), 
     for (task, script) in exercise.solution_steps() {
         let out = sh(&*m, &id, &format!("cd /root\n{script}")).await;
         if out.exit_code != 0 {
-            return Err(format!("{}: solution step {task} failed ({}): {}{}", exercise.id, out.exit_code, out.stdout, out.stderr));
+            // What the network looked like, for failures that are the machine's link to the
+            // registry rather than the lesson (seen once: a dial i/o timeout to 10.200.0.1).
+            let inside = sh(&*m, &id, "ip neigh; grep -i 'mirror\\|endpoint\\|timeout' /var/log/dockerd.log | tail -4").await;
+            let host = std::process::Command::new("ip").args(["neigh", "show", "dev", "dlbr0"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            return Err(format!(
+                "{}: solution step {task} failed ({}): {}{}\n  machine: {}\n  host neighbours: {}",
+                exercise.id, out.exit_code, out.stdout, out.stderr, inside.stdout.trim(), host.trim()
+            ));
         }
         let reports = g.grade(&exercise, Scope::All).await;
         let report = reports.iter().find(|r| r.id == task).unwrap();
