@@ -140,6 +140,15 @@ pub fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     if run(&["ip", "link", "show", "dev", br], None).is_err() {
         run(&["ip", "link", "add", "name", br, "type", "bridge"], None)?;
     }
+    // A bridge without an address of its own takes the lowest of its ports' addresses, so it
+    // changed whenever a machine came or went, and every other machine's cached address for the
+    // gateway went dead until its ARP entry expired: pulls from the registry timed out for ~30 s
+    // (dial i/o timeout). A fixed address stays.
+    let mac = machine_mac(cfg.host_ip);
+    let current = std::fs::read_to_string(format!("/sys/class/net/{br}/address")).unwrap_or_default();
+    if current.trim() != mac {
+        run(&["ip", "link", "set", "dev", br, "address", &mac], None)?;
+    }
     let addr = format!("{}/{}", cfg.host_ip, cfg.prefix_len);
     let shown = run(&["ip", "-4", "addr", "show", "dev", br], None)?;
     if !shown.contains(&format!("inet {addr} ")) {

@@ -31,12 +31,20 @@ fn host_rules_outside_docklab() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reachability_matrix_from_a_machine_and_from_a_container_inside_it() {
     let m = manager(HELPER);
+    let bridge_mac = || std::fs::read_to_string("/sys/class/net/dlbr0/address").unwrap_or_default();
+    let mac_before = bridge_mac();
     let (a, b) = (unique_id("neta"), unique_id("netb"));
     let ia = m.create(&a).await.expect("create a");
     let _ca = Cleanup { manager: m.clone(), id: a.clone() };
     let ib = m.create(&b).await.expect("create b");
     let _cb = Cleanup { manager: m.clone(), id: b.clone() };
     let rules_before = host_rules_outside_docklab();
+    // Machines coming and going never change the gateway's hardware address (machines cache it).
+    assert_eq!(bridge_mac(), mac_before, "the bridge's address changed when machines joined it");
+    let third = unique_id("netc");
+    m.create(&third).await.expect("create c");
+    m.destroy(&third).await.expect("destroy c");
+    assert_eq!(bridge_mac(), mac_before, "the bridge's address changed when a machine left it");
 
     let (addr_a, addr_b) = (ia.address.unwrap(), ib.address.unwrap());
     assert_ne!(addr_a, addr_b);
