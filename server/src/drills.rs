@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use lessons::questions::{Difficulty, Question, Tag};
@@ -140,13 +140,7 @@ struct MockPage {
 }
 
 fn render(template: &impl Template) -> Response {
-    match template.render() {
-        Ok(html) => Html(html).into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "rendering a drills page failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be rendered.").into_response()
-        }
-    }
+    crate::pages::render(template, StatusCode::OK)
 }
 
 async fn hub_page(State(state): State<AppState>, Extension(learner): Extension<CurrentLearner>) -> Result<Response, AppError> {

@@ -57,7 +57,8 @@ struct NotFoundPage<'a> {
     message: &'a str,
 }
 
-fn render(template: &impl Template, status: StatusCode) -> Response {
+/// A rendered page with `status`; a template that fails to render is a 500 and a logged error.
+pub(crate) fn render(template: &impl Template, status: StatusCode) -> Response {
     match template.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => {

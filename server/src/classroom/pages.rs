@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
@@ -12,15 +12,7 @@ use super::{auth, ClassError, ClassView, CsrfOnly, NewClass};
 use crate::app::AppState;
 use crate::store::CurrentLearner;
 
-fn render(template: &impl Template, status: StatusCode) -> Response {
-    match template.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "rendering a classroom page failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be rendered.").into_response()
-        }
-    }
-}
+use crate::pages::render;
 
 /// A page with a title and a sentence: refusals, "wrong password", "joining".
 #[derive(Template, Default)]
