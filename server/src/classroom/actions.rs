@@ -22,7 +22,7 @@ use super::{
 };
 use crate::app::AppState;
 use crate::registry::Session;
-use crate::store::classroom::{ClassRow, MemberRow};
+use crate::store::classroom::{ClassRow, Login, MemberRow};
 use crate::store::CurrentLearner;
 
 /// Longest broadcast message, in characters.
@@ -53,6 +53,17 @@ fn own_member(state: &AppState, class: &ClassRow, member: i64) -> Result<(Member
     Ok((m, live))
 }
 
+/// For an instructor's action on one learner of a running class (CSRF and ownership checked):
+/// the instructor, the class, and the learner with their live session.
+fn running_learner(state: &AppState, headers: &HeaderMap, id: &str, member: i64) -> Result<(Login, ClassRow, Arc<Session>), ClassError> {
+    let login = instructor_posting(state, headers, None)?;
+    let class = own_class(state, &login, id)?;
+    require_running(&class)?;
+    let (m, live) = own_member(state, &class, member)?;
+    let session = live.ok_or_else(|| no_machine(&m.display_name))?;
+    Ok((login, class, session))
+}
+
 fn require_running(class: &ClassRow) -> Result<(), ClassError> {
     if class_state(class, now()) == "ended" {
         return Err(ClassError(StatusCode::GONE, "class_ended", format!("the class \"{}\" has ended", class.name)));
@@ -66,11 +77,7 @@ pub async fn reset_learner(
     headers: HeaderMap,
     Path((id, member)): Path<(String, i64)>,
 ) -> Result<Json<serde_json::Value>, ClassError> {
-    let login = instructor_posting(&state, &headers, None)?;
-    let class = own_class(&state, &login, &id)?;
-    require_running(&class)?;
-    let (m, live) = own_member(&state, &class, member)?;
-    let session = live.ok_or_else(|| no_machine(&m.display_name))?;
+    let (_, class, session) = running_learner(&state, &headers, &id, member)?;
     tracing::info!(class = %class.id, member, session = %session.id, "instructor resets a learner's machine");
     crate::grading::routes::reset_machine(&state, &session, "your instructor is resetting your machine: a fresh one is starting")
         .await
@@ -183,11 +190,7 @@ pub async fn take_over(
     headers: HeaderMap,
     Path((id, member)): Path<(String, i64)>,
 ) -> Result<Json<serde_json::Value>, ClassError> {
-    let login = instructor_posting(&state, &headers, None)?;
-    let class = own_class(&state, &login, &id)?;
-    require_running(&class)?;
-    let (m, live) = own_member(&state, &class, member)?;
-    let session = live.ok_or_else(|| no_machine(&m.display_name))?;
+    let (login, class, session) = running_learner(&state, &headers, &id, member)?;
     let fresh = {
         let mut takeovers = lock(&state.classroom.takeovers);
         let fresh = !takeovers.contains_key(&session.id);
