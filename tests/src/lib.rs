@@ -187,8 +187,9 @@ pub mod server {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
-    /// A running `docklab serve`, killed if the test fails half-way (so the next run is not locked out).
-    pub struct Server(pub Child);
+    /// A running `docklab serve`, killed if the test fails half-way (so the next run is not locked
+    /// out), and the file its log goes to (kept only when the test fails).
+    pub struct Server(pub Child, PathBuf);
 
     impl Server {
         /// Stops the server as an operator would (SIGTERM), waiting up to `grace` before SIGKILL.
@@ -212,6 +213,11 @@ pub mod server {
             if let Ok(None) = self.0.try_wait() {
                 self.stop(Duration::from_secs(30));
             }
+            if std::thread::panicking() {
+                eprintln!("the server's log: {}", self.1.display());
+            } else {
+                let _ = std::fs::remove_file(&self.1);
+            }
         }
     }
 
@@ -223,7 +229,8 @@ pub mod server {
 
     /// `docklab serve` with these options added (they override the defaults below).
     pub fn start_server_with(port: u16, options: &[&str]) -> Server {
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("docklab-restart-{port}.log"))).unwrap();
+        let log_path = std::env::temp_dir().join(format!("docklab-server-{port}-{}.log", std::process::id()));
+        let log = std::fs::File::options().create(true).append(true).open(&log_path).unwrap();
         let child = Command::new(docklab_bin())
             // --wait: test processes running side by side take turns with the state directory.
             .args(["serve", "--wait", "--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
@@ -241,7 +248,7 @@ pub mod server {
             assert!(Instant::now() < deadline, "server on {port} did not become healthy");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Server(child)
+        Server(child, log_path)
     }
 
     pub fn curl(port: u16, args: &[&str]) -> String {
