@@ -102,7 +102,7 @@ async fn create_session(
         return Err(AppError::UnknownExercise { exercise });
     }
     // A machine from the warm pool when there is one: the session takes its id.
-    let warm = state.warm.claim();
+    let warm = crate::warm::claim_ready(&state).await;
     let inserted = match &warm {
         Some(machine) => state.sessions.insert_for_machine(&exercise, &machine.id),
         None => state.sessions.insert_new(&exercise),

@@ -115,6 +115,21 @@ pub fn spawn_filler(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Takes a pooled machine that is still ready. One that died while it waited (its init or Docker
+/// gone) is removed instead of handed out, and the next is tried; `None` means start cold.
+pub async fn claim_ready(state: &AppState) -> Option<MachineInfo> {
+    while let Some(machine) = state.warm.claim() {
+        if state.backend.state(&machine.id).await == sandbox::MachineState::Ready {
+            return Some(machine);
+        }
+        warn!(id = %machine.id, "a warm machine stopped while it waited; removing it");
+        if let Err(err) = state.backend.destroy(&machine.id).await {
+            warn!(id = %machine.id, error = %err, "could not remove a warm machine");
+        }
+    }
+    None
+}
+
 /// Destroys every pooled machine, and the one being started (the server is stopping and its
 /// filler task has been aborted).
 pub async fn destroy_all(state: &AppState) {

@@ -215,11 +215,21 @@ async fn sessions_start_on_warm_machines_and_a_stopped_server_leaves_no_warm_mac
     let mut server = start_server_with(port, &["--warm-machines", "2"]);
     let pid = server.0.id();
     wait_for_gauge(port, "docklab_warm_machines", 2, Duration::from_secs(120));
-    let warm = warm_machines_of(pid);
+    let mut warm = warm_machines_of(pid);
     assert_eq!(warm.len(), 2, "{warm:?}");
+    // Oldest first, the order the pool hands them out.
+    let dir = |m: &String| docklab_tests::state_dir().join("sessions").join(m);
+    warm.sort_by_key(|m| std::fs::metadata(dir(m).join("launcher.pid")).and_then(|md| md.modified()).unwrap());
+    // The next one to be handed out dies while it waits: no learner gets a dead machine.
+    let dead = &warm[0];
+    let init = std::fs::read_to_string(docklab_tests::state_dir().join("sessions").join(dead).join("init.pid")).unwrap();
+    std::process::Command::new("kill").args(["-9", init.trim()]).status().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
 
     let (id, token) = create_session(port, None);
     assert!(warm.contains(&id), "session {id} did not get one of the warm machines {warm:?}");
+    assert_eq!(id, warm[1], "the session was not given the live warm machine");
+    assert!(!dir(dead).exists(), "the dead warm machine was not removed");
     let out = exec(port, &id, &token, "docker run --rm busybox echo warm-$((20+1))");
     assert!(out["stdout"].as_str().unwrap().contains("warm-21"), "{out}");
 
