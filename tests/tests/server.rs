@@ -212,7 +212,7 @@ fn warm_machines_of(pid: u32) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_start_on_warm_machines_and_a_stopped_server_leaves_no_warm_machine() {
     let port = free_port();
-    let mut server = start_server_with(port, &["--warm-machines", "2"]);
+    let mut server = start_server_with(port, &["--warm-machines", "2", "--end-sessions-on-exit"]);
     let pid = server.0.id();
     wait_for_gauge(port, "docklab_warm_machines", 2, Duration::from_secs(120));
     let mut warm = warm_machines_of(pid);
