@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use docklab_tests::server::{curl, docklab_bin, exec, free_port, start_server};
+use docklab_tests::server::{curl, docklab_bin, exec, free_port, start_server, EndClass};
 use serde_json::{json, Value};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -54,7 +54,7 @@ fn main() {
     let class = post("/api/classes", &json!({"name": "Bench class", "exercises": ["day-24/lifecycle"], "seats": size}).to_string());
     let (class_id, code) = (class["id"].as_str().unwrap_or_else(|| panic!("{class}")).to_owned(), class["code"].as_str().unwrap().to_owned());
 
-    let _end = EndClass { port, jar, csrf: csrf.clone(), class: class_id.clone() };
+    let _end = EndClass { port, jar, csrf: me["csrf"].as_str().unwrap().to_owned(), class: class_id.clone() };
 
     // The instructor's grid stream, each event stamped as it arrives.
     let (tx, events) = mpsc::channel::<(Instant, Value)>();
@@ -167,16 +167,3 @@ fn main() {
     let _ = std::fs::remove_file(jar);
 }
 
-/// Ends the class if the benchmark stops half-way, so its machines do not outlive it.
-struct EndClass<'a> {
-    port: u16,
-    jar: &'a str,
-    csrf: String,
-    class: String,
-}
-
-impl Drop for EndClass<'_> {
-    fn drop(&mut self) {
-        curl(self.port, &["-b", self.jar, "-X", "POST", "-H", &self.csrf, &format!("/api/classes/{}/end", self.class)]);
-    }
-}

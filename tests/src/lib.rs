@@ -221,6 +221,22 @@ pub mod server {
         }
     }
 
+    /// Ends a class when dropped, as its instructor would (cookie jar and CSRF token), so a test
+    /// or benchmark that stops half-way leaves no machine of its class (a no-op once it ended).
+    pub struct EndClass<'a> {
+        pub port: u16,
+        pub jar: &'a str,
+        pub csrf: String,
+        pub class: String,
+    }
+
+    impl Drop for EndClass<'_> {
+        fn drop(&mut self) {
+            let header = format!("X-CSRF-Token: {}", self.csrf);
+            curl(self.port, &["-b", self.jar, "-X", "POST", "-H", &header, &format!("/api/classes/{}/end", self.class)]);
+        }
+    }
+
     /// A server for one test: one warm machine, and everything it holds ends when it stops
     /// (sessions a stopped test server left would otherwise be adopted by the next).
     pub fn start_server(port: u16) -> Server {

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use docklab_tests::server::{curl, docklab_bin, exec, free_port, start_server};
+use docklab_tests::server::{curl, docklab_bin, exec, free_port, start_server, EndClass};
 use serde_json::{json, Value};
 
 const LEARNERS: usize = 10;
@@ -208,21 +208,6 @@ fn a_class_of_ten_joins_works_is_graded_live_and_ends_without_leftovers() {
     let late = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "content-type: application/json", "-d", r#"{"display_name":"late"}"#, &format!("/api/join/{code}")]);
     assert_eq!(late, "410");
     let _ = std::fs::remove_file(jar);
-}
-
-/// Ends the class when dropped (a no-op once it has ended).
-struct EndClass<'a> {
-    port: u16,
-    jar: &'a str,
-    csrf: String,
-    class: String,
-}
-
-impl Drop for EndClass<'_> {
-    fn drop(&mut self) {
-        let header = format!("X-CSRF-Token: {}", self.csrf);
-        curl(self.port, &["-b", self.jar, "-X", "POST", "-H", &header, &format!("/api/classes/{}/end", self.class)]);
-    }
 }
 
 /// Whether a veth name now belongs to a machine outside this class (slots are reused by other
