@@ -7,7 +7,7 @@ docker run --name ok busybox true
 docker run -d --name sleeper busybox sleep 3600
 docker kill sleeper
 # task: oom
-docker run --name hog --memory 16m --memory-swap 16m busybox tail /dev/zero || true
+docker run --name hog --memory 16m --memory-swap 16m busybox sh -c 'a=x; while true; do a=$a$a; done' || true
 docker inspect hog --format '{{.State.OOMKilled}} {{.State.ExitCode}}'
 # task: where-recorded
 docker inspect hog --format '{{json .State}}' > ~/hog-state.json
