@@ -85,6 +85,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(pages::router(state.catalog.clone()))
         .layer(axum::middleware::from_fn_with_state(state.store.clone(), store::learner::learner_cookie))
+        .layer(axum::middleware::from_fn(crate::security_headers::add))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

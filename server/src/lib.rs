@@ -17,6 +17,7 @@ pub mod pages;
 pub mod ports;
 pub mod ratelimit;
 pub mod registry;
+pub mod security_headers;
 pub mod sessions;
 pub mod store;
 pub mod terminal;

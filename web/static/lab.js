@@ -329,7 +329,35 @@
   }
 
   // Ports published in the machine (`docker run -p 8080:80 …`), as links through the preview.
-  function showPorts(ports) {
+  // The links go to the session's preview URL (`/preview/{id}/{key}/{port}/`): the key in the
+  // path is all the preview needs, so the session token never goes into a link.
+  let previewBase = null; // {id, base} of the session it was asked for
+  async function previewBaseFor(s) {
+    if (previewBase && previewBase.id === s.id) return previewBase.base;
+    const response = await fetch("/api/sessions/" + encodeURIComponent(s.id) + "/preview", {
+      headers: { Authorization: "Bearer " + s.token, Accept: "application/json" },
+    });
+    if (!response.ok) throw new Error("preview: HTTP " + response.status);
+    const body = await response.json();
+    if (typeof body.base !== "string" || !body.base.startsWith("/preview/")) throw new Error("preview: no base");
+    previewBase = { id: s.id, base: body.base };
+    return body.base;
+  }
+
+  let portsShown = 0; // the latest ports message wins, whatever order the asks end in
+  async function showPorts(ports) {
+    const seq = ++portsShown;
+    const s = session;
+    let base = null;
+    if (s && ports.length > 0) {
+      try {
+        base = await previewBaseFor(s);
+      } catch (err) {
+        console.warn("docklab: no port preview:", err);
+      }
+    }
+    if (seq !== portsShown) return;
+    if (s !== session) base = null; // the session ended while we asked
     let box = document.getElementById("lab-ports");
     if (!box) {
       box = document.createElement("div");
@@ -339,7 +367,7 @@
       terminal.parentNode.insertBefore(box, terminal);
     }
     box.textContent = "";
-    if (!session || ports.length === 0) {
+    if (!session || ports.length === 0 || !base) {
       box.hidden = true;
       return;
     }
@@ -352,7 +380,7 @@
       const port = Number(p.port);
       if (!Number.isInteger(port) || port < 1 || port > 65535) continue;
       const a = document.createElement("a");
-      a.href = "/sessions/" + encodeURIComponent(session.id) + "/ports/" + port + "/?token=" + encodeURIComponent(session.token);
+      a.href = base + port + "/";
       a.target = "_blank";
       a.rel = "noopener";
       a.className = "lab-port";
