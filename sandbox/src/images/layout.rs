@@ -199,6 +199,18 @@ fn append_tree<W: Write>(
     Ok(())
 }
 
+/// Unpacks a gzip layer blob written by [`write_layer`] into the directory `root`, with its
+/// owners, modes and times (for an image built on another image's files: `Source::StandIn`).
+pub fn unpack_layer(blob: &Path, root: &Path) -> Result<(), ImageError> {
+    let file = File::open(blob).map_err(io_err("opening", blob))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(false);
+    archive.unpack(root).map_err(io_err("unpacking the layer", blob))
+}
+
 /// Writes a JSON document as a blob; returns its descriptor.
 fn write_json_blob<T: Serialize>(layout: &Path, media: MediaType, value: &T) -> Result<Descriptor, ImageError> {
     let bytes = canonical_json(value);

@@ -75,6 +75,9 @@ pub struct BuildInfo {
     /// Bytes of the uncompressed layer tar.
     pub unpacked_size: u64,
     pub build_seconds: f64,
+    /// For a stand-in: the manifest digest of the image it was built on (rebuilt when that changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_manifest: Option<String>,
 }
 
 /// The OCI layouts under `<state-dir>/images/oci`.
@@ -155,7 +158,7 @@ pub fn recipe_key(recipe: &Recipe) -> String {
         Source::Busybox => h.update(fs::read(BUSYBOX).unwrap_or_default()),
         Source::HelloWorld => h.update(hello::SOURCE),
         Source::Distroless { .. } => h.update(format!("selection {}", debian::DISTROLESS_SELECTION)),
-        Source::Debian { .. } => {}
+        Source::Debian { .. } | Source::StandIn { .. } => {}
     }
     hex::encode(&h.finalize()[..16])
 }
@@ -170,6 +173,10 @@ pub fn describe(recipe: &Recipe) -> String {
             format!("mmdebstrap --variant={variant}{} {}{}{}", pk(packages), recipes::SUITE, if slim { ", slim" } else { "" }, if hooks.is_empty() { String::new() } else { format!(", {} hook{}", hooks.len(), if hooks.len() == 1 { "" } else { "s" }) })
         }
         Source::Distroless { packages, .. } => format!("distroless: files of {} and their dependencies, from {}", packages.join(","), recipes::SUITE),
+        Source::StandIn { base: (name, tag), stands_in_for, files } => {
+            let written: Vec<String> = files.iter().map(|(p, _)| format!("/{p}")).collect();
+            format!("{name}:{tag}'s files with {} written over them: a stand-in for {stands_in_for}, not {stands_in_for} itself", written.join(", "))
+        }
     }
 }
 
@@ -292,7 +299,16 @@ fn build_one(recipe: &Recipe, store: &ImageStore, state_dir: &Path, force: bool,
     let lock_path = parent.join(format!(".{}.lock", recipe.tags[0]));
     let lock_file = fs::File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io_err("locking", &lock_path)(e.into()))?;
-    if let Some(info) = store.info(recipe).filter(|i| i.recipe_key == key && !force) {
+    // A stand-in is made from its base's built layer: the base first (usually up to date).
+    let base = match recipes::base_of(recipe) {
+        Some(b) => Some((b, build_one(b, store, state_dir, false, log)?.info().clone())),
+        None if matches!(recipe.source, Source::StandIn { .. }) => {
+            return Err(ImageError::UnknownImage { name: format!("the base of {}", recipe.reference()), known: CATALOG.iter().map(Recipe::reference).collect::<Vec<_>>().join(", ") })
+        }
+        None => None,
+    };
+    let base_manifest = base.as_ref().map(|(_, i)| i.manifest_digest.clone());
+    if let Some(info) = store.info(recipe).filter(|i| i.recipe_key == key && !force && i.base_manifest == base_manifest) {
         if layout::read_tags(&dir).is_ok() {
             return Ok(Outcome::Cached(info));
         }
@@ -342,6 +358,25 @@ fn build_one(recipe: &Recipe, store: &ImageStore, state_dir: &Path, force: bool,
                 options.only = Some(only);
                 options.built_after = started_unix.saturating_sub(5);
             }
+            Source::StandIn { files, .. } => {
+                let (base_recipe, base_info) = base.as_ref().expect("a stand-in's base was built above");
+                let base_layout = store.layout_dir(base_recipe.name, base_recipe.tags[0]);
+                let blob = layout::blob_path(&base_layout, &base_info.layer_digest)
+                    .ok_or_else(|| ImageError::Layout { path: base_layout.clone(), detail: format!("no layer {}", base_info.layer_digest) })?;
+                fs::create_dir(&root).map_err(io_err("creating", &root))?;
+                layout::unpack_layer(&blob, &root)?;
+                // Replace, never write through: a link in the base must not send a write elsewhere.
+                for (rel, _) in files {
+                    let p = root.join(rel);
+                    if fs::symlink_metadata(&p).is_ok() {
+                        fs::remove_file(&p).map_err(io_err("replacing", &p))?;
+                    }
+                }
+                debian::customize(recipe.name, &root, files, &[], log)?;
+                packages = base_info.packages.clone();
+                package_count = debian::installed(&root)?.len();
+                options.built_after = started_unix.saturating_sub(5);
+            }
         }
         let building = parent.join(format!("{}.building", recipe.tags[0]));
         if building.exists() {
@@ -363,6 +398,7 @@ fn build_one(recipe: &Recipe, store: &ImageStore, state_dir: &Path, force: bool,
             size: layer.size,
             unpacked_size: layer.unpacked_size,
             build_seconds: started.elapsed().as_secs_f64(),
+            base_manifest: base_manifest.clone(),
         };
         let info_path = building.join("docklab.json");
         fs::write(&info_path, serde_json::to_vec_pretty(&info).expect("build info serializes")).map_err(io_err("writing", &info_path))?;
@@ -408,6 +444,9 @@ fn image_config(recipe: &Recipe, key: &str, packages: &[String], diff_id: &str) 
     ]);
     if let Source::Distroless { .. } = recipe.source {
         labels.insert("dev.docklab.distroless".into(), "no shell, no package manager; package records in /var/lib/dpkg/status.d".into());
+    }
+    if let Source::StandIn { base: (name, tag), stands_in_for, .. } = recipe.source {
+        labels.insert("dev.docklab.stand-in-for".into(), format!("{stands_in_for} (this is {name}:{tag}, Debian {}, not {stands_in_for})", recipes::SUITE));
     }
     let mut c = ConfigBuilder::default().labels(labels);
     if !s.env.is_empty() {

@@ -3,7 +3,9 @@
 //! Every image is built from Debian bookworm packages. Names follow the images the course talks
 //! about (`golang:1.19`, `gcr.io/distroless/static-debian12`), but nothing is named after a
 //! distribution it is not built from: the Java images are `openjdk` (Debian's OpenJDK packages),
-//! not `eclipse-temurin`.
+//! not `eclipse-temurin`. The one exception is declared as such: `ubuntu` is a stand-in
+//! ([`Source::StandIn`]), Debian bookworm with an `/etc/os-release` that says it stands in for
+//! ubuntu, so that the course's `FROM ubuntu` Dockerfiles build offline.
 
 /// Bumped when the build steps shared by all recipes change, so every image is rebuilt.
 pub const RECIPE_FORMAT: u32 = 2;
@@ -51,6 +53,17 @@ pub enum Source {
         /// Shell run on the host after the packages are installed, with the root as `$1`.
         hooks: &'static [&'static str],
     },
+    /// Another recipe's root filesystem (unpacked from its built layer) with `files` written over
+    /// it: an openly labelled stand-in for an image docklab cannot build from Debian (`ubuntu`).
+    /// Its `/etc/os-release` must say what it is; with an upstream registry the real image wins
+    /// (see [`is_stand_in`]).
+    StandIn {
+        /// The recipe whose image is the base, as `(name, first tag)`.
+        base: (&'static str, &'static str),
+        /// What the image stands in for, e.g. `ubuntu`.
+        stands_in_for: &'static str,
+        files: &'static [(&'static str, &'static str)],
+    },
     /// Built the way distroless is: only the files of the listed packages and of what they
     /// depend on (minus shells, package managers and their like), no shell, no package manager.
     Distroless {
@@ -88,6 +101,7 @@ impl Recipe {
             Source::Busybox => vec!["busybox-static"],
             Source::HelloWorld => vec!["gcc", "libc6-dev"],
             Source::Debian { packages, .. } | Source::Distroless { packages, .. } => packages.to_vec(),
+            Source::StandIn { .. } => base_of(self).map(Recipe::packages).unwrap_or_default(),
         }
     }
 
@@ -119,6 +133,20 @@ const DEBIAN_FILES: &[(&str, &str)] = &[
 const NGINX_SITE: &str = "server {\n\tlisten 80 default_server;\n\tlisten [::]:80 default_server;\n\tserver_name _;\n\troot /usr/share/nginx/html;\n\tindex index.html index.htm;\n\tlocation / {\n\t\ttry_files $uri $uri/ =404;\n\t}\n}\n";
 
 const REGISTRY_CONFIG: &str = "version: 0.1\nlog:\n  fields:\n    service: registry\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: /var/lib/registry\n  delete:\n    enabled: true\nhttp:\n  addr: :5000\n  headers:\n    X-Content-Type-Options: [nosniff]\nhealth:\n  storagedriver:\n    enabled: true\n    interval: 10s\n    threshold: 3\n";
+
+/// `/etc/os-release` of the `ubuntu` stand-in (`/etc/os-release` links to it, as in Debian): it
+/// is Debian bookworm and says so; `ID=debian`, so tools that branch on the distribution pick
+/// Debian's ways, which are the right ones for its packages.
+const UBUNTU_STAND_IN_OS_RELEASE: &str = "PRETTY_NAME=\"docklab's Debian-based stand-in for ubuntu (Debian GNU/Linux 12 (bookworm))\"\n\
+NAME=\"Debian GNU/Linux (docklab's stand-in for ubuntu)\"\n\
+VERSION_ID=\"12\"\n\
+VERSION=\"12 (bookworm)\"\n\
+VERSION_CODENAME=bookworm\n\
+ID=debian\n\
+DOCKLAB_STAND_IN_FOR=ubuntu\n\
+HOME_URL=\"https://www.debian.org/\"\n\
+SUPPORT_URL=\"https://www.debian.org/support\"\n\
+BUG_REPORT_URL=\"https://bugs.debian.org/\"\n";
 
 const DISTROLESS_ENV: &[&str] = &[PATH, "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"];
 
@@ -175,6 +203,14 @@ pub const CATALOG: &[Recipe] = &[
         source: Source::Debian { variant: "minbase", packages: &[], slim: false, files: DEBIAN_FILES, hooks: &[] },
         config: Settings { env: &[PATH], cmd: &["bash"], ..EMPTY },
         smoke: &["cat", "/etc/debian_version"],
+    },
+    Recipe {
+        name: "ubuntu",
+        tags: &["latest", "24.04", "noble", "22.04", "jammy"],
+        description: "docklab's Debian-based stand-in for ubuntu: debian:bookworm with an /etc/os-release that says so, for Dockerfiles that start FROM ubuntu; apt installs Debian bookworm's packages",
+        source: Source::StandIn { base: ("debian", "bookworm"), stands_in_for: "ubuntu", files: &[("usr/lib/os-release", UBUNTU_STAND_IN_OS_RELEASE)] },
+        config: Settings { env: &[PATH], cmd: &["/bin/bash"], ..EMPTY },
+        smoke: &["cat", "/etc/os-release"],
     },
     Recipe {
         name: "gcr.io/distroless/python3-debian12",
@@ -358,6 +394,21 @@ const EMPTY: Settings = Settings {
     stop_signal: "",
 };
 
+/// What a stored image of this name stands in for (`ubuntu`), if it is a stand-in: a registry
+/// with an upstream serves the real image before it.
+pub fn is_stand_in(name: &str) -> Option<&'static str> {
+    CATALOG.iter().find_map(|r| match r.source {
+        Source::StandIn { stands_in_for, .. } if r.name == name => Some(stands_in_for),
+        _ => None,
+    })
+}
+
+/// The recipe a stand-in is built on.
+pub fn base_of(recipe: &Recipe) -> Option<&'static Recipe> {
+    let Source::StandIn { base: (name, tag), .. } = recipe.source else { return None };
+    CATALOG.iter().find(|r| r.name == name && r.tags[0] == tag)
+}
+
 /// The recipes a list of names selects (all of them for an empty list).
 pub fn select(names: &[String]) -> Result<Vec<&'static Recipe>, super::ImageError> {
     if names.is_empty() {
@@ -402,7 +453,18 @@ mod tests {
             for t in r.tags {
                 assert!(seen.insert(format!("{}:{t}", r.name)), "{}:{t} twice", r.name);
             }
+            // A stand-in may carry another distribution's name only if it says so everywhere.
+            if let Source::StandIn { stands_in_for, files, .. } = r.source {
+                assert!(r.description.contains(&format!("stand-in for {stands_in_for}")), "{}", r.name);
+                let os_release = files.iter().find(|(p, _)| *p == "usr/lib/os-release").map(|(_, c)| *c).unwrap_or("");
+                assert!(os_release.contains(&format!("PRETTY_NAME=\"docklab's Debian-based stand-in for {stands_in_for}")) && os_release.contains("ID=debian\n"), "{}", r.name);
+                assert!(base_of(r).is_some(), "{}: its base is in the catalog", r.name);
+                assert_eq!(is_stand_in(r.name), Some(stands_in_for));
+                continue;
+            }
             assert!(!r.name.contains("temurin") && !r.name.contains("alpine") && !r.name.contains("ubuntu"), "{} is named after something it is not", r.name);
         }
+        assert_eq!(is_stand_in("debian"), None);
+        assert_eq!(select(&["ubuntu:22.04".into()]).unwrap()[0].name, "ubuntu");
     }
 }

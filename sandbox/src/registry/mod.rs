@@ -208,9 +208,16 @@ fn available(images: &[StoredImage]) -> String {
     refs.sort();
     refs.dedup();
     if refs.is_empty() {
-        "none yet (the operator runs `docklab images build`)".into()
-    } else {
+        return "none yet (the operator runs `docklab images build`)".into();
+    }
+    let mut names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+    names.dedup();
+    let stand_ins: Vec<String> =
+        names.into_iter().filter_map(|n| crate::images::recipes::is_stand_in(n).map(|of| format!("{n} is docklab's Debian-based stand-in for {of}, not {of} itself"))).collect();
+    if stand_ins.is_empty() {
         refs.join(", ")
+    } else {
+        format!("{} ({})", refs.join(", "), stand_ins.join("; "))
     }
 }
 
@@ -254,25 +261,35 @@ async fn dispatch(State(reg): State<Arc<Registry>>, UrlPath(rest): UrlPath<Strin
             let tags: Vec<&str> = images.iter().filter(|i| i.name == name).flat_map(|i| i.tags.iter().map(|t| t.tag.as_str())).collect();
             json_ok(serde_json::json!({ "name": repo, "tags": tags }))
         }
-        Target::Manifest(repo, reference) => match manifest(&images, repo, reference, &host, &method).await {
-            Ok(r) => r,
-            Err(local) => match upstream_for(&reg, repo, &host) {
-                Some(up) if local.status == StatusCode::NOT_FOUND => match up.manifest(repo, reference).await {
-                    Ok(m) => cached_manifest_response(m, &method),
-                    Err(e) => {
-                        tracing::info!(repo, reference, error = %e, "not in docklab's images, not from the upstream either");
-                        let why = if e.is_not_found() { "has none either".to_string() } else { format!("could not be asked: {e}") };
-                        RegistryError::new(
-                            StatusCode::NOT_FOUND,
-                            local.code,
-                            format!("{} (its upstream registry {} {why})", local.message, up.url()),
-                        )
-                        .into_response()
-                    }
+        Target::Manifest(repo, reference) => {
+            // docklab's stand-ins (the Debian-based `ubuntu`) yield to the real image when there is
+            // an upstream; docklab's own image is served when the upstream cannot give it.
+            if let Some(up) = upstream_for(&reg, repo, &host).filter(|_| resolve(&images, repo, &host).is_some_and(|n| crate::images::recipes::is_stand_in(&n).is_some())) {
+                match up.manifest(repo, reference).await {
+                    Ok(m) => return cached_manifest_response(m, &method),
+                    Err(e) => tracing::info!(repo, reference, error = %e, "the upstream did not give the real image: serving docklab's stand-in"),
+                }
+            }
+            match manifest(&images, repo, reference, &host, &method).await {
+                Ok(r) => r,
+                Err(local) => match upstream_for(&reg, repo, &host) {
+                    Some(up) if local.status == StatusCode::NOT_FOUND => match up.manifest(repo, reference).await {
+                        Ok(m) => cached_manifest_response(m, &method),
+                        Err(e) => {
+                            tracing::info!(repo, reference, error = %e, "not in docklab's images, not from the upstream either");
+                            let why = if e.is_not_found() { "has none either".to_string() } else { format!("could not be asked: {e}") };
+                            RegistryError::new(
+                                StatusCode::NOT_FOUND,
+                                local.code,
+                                format!("{} (its upstream registry {} {why})", local.message, up.url()),
+                            )
+                            .into_response()
+                        }
+                    },
+                    _ => local.into_response(),
                 },
-                _ => local.into_response(),
-            },
-        },
+            }
+        }
         Target::Blob(repo, digest) => {
             let (method, headers) = (req.method().clone(), req.headers().clone());
             match blob(&images, repo, digest, &host, req).await {
@@ -562,6 +579,37 @@ mod tests {
         let (s, _, body) = call(&app, "GET", "/v2/library/nosuch/manifests/1", "10.200.0.1").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert!(String::from_utf8_lossy(&body).contains("could not be asked"), "{}", String::from_utf8_lossy(&body));
+    }
+
+    #[tokio::test]
+    async fn a_stand_in_yields_to_the_real_image_of_the_upstream_and_is_served_when_the_upstream_has_none() {
+        // docklab's `ubuntu` is a stand-in; this upstream has a "real" one, with other contents.
+        let (_up_tmp, up_store, real_manifest, _) = store_of(&[("ubuntu", &["latest"][..])]);
+        let (url, _up_task) = serve(router(up_store)).await;
+        let (tmp, store, _, _) = store_of(&[("busybox", &["latest"][..]), ("ubuntu", &["latest", "22.04"][..])]);
+        let stand_in = store.images().into_iter().find(|i| i.name == "ubuntu").unwrap().tags[0].digest.clone();
+        assert_ne!(stand_in, real_manifest);
+        // Without an upstream: the stand-in, and the listing of images says what it is.
+        let (s, h, _) = call(&router(store.clone()), "GET", "/v2/library/ubuntu/manifests/latest", "10.200.0.1").await;
+        assert_eq!((s, h["docker-content-digest"].to_str().unwrap()), (StatusCode::OK, stand_in.as_str()));
+        let (_, _, body) = call(&router(store.clone()), "GET", "/v2/library/nosuch/manifests/1", "10.200.0.1").await;
+        assert!(String::from_utf8_lossy(&body).contains("ubuntu is docklab's Debian-based stand-in for ubuntu"), "{}", String::from_utf8_lossy(&body));
+        // With an upstream that has it: the real one, whichever name the learner used.
+        let app = router_with_upstream(store.clone(), Some(upstream::Upstream::new(&url, tmp.path()).unwrap()));
+        for (path, host) in [("/v2/library/ubuntu/manifests/latest", "10.200.0.1"), ("/v2/library/ubuntu/manifests/latest", "registry-1.docker.io")] {
+            let (s, h, body) = call(&app, "GET", path, host).await;
+            assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            assert_eq!(h["docker-content-digest"], real_manifest.as_str());
+        }
+        // A tag the upstream lacks falls back to the stand-in, and busybox is docklab's as ever.
+        let (s, h, _) = call(&app, "GET", "/v2/library/ubuntu/manifests/22.04", "10.200.0.1").await;
+        assert_eq!((s, h["docker-content-digest"].to_str().unwrap()), (StatusCode::OK, stand_in.as_str()));
+        assert_eq!(call(&app, "GET", "/v2/library/busybox/manifests/latest", "10.200.0.1").await.0, StatusCode::OK);
+        // An upstream that cannot be reached: the stand-in.
+        let dead = tempfile::tempdir().unwrap();
+        let app = router_with_upstream(store, Some(upstream::Upstream::new("http://127.0.0.1:9", dead.path()).unwrap()));
+        let (s, h, _) = call(&app, "GET", "/v2/library/ubuntu/manifests/latest", "10.200.0.1").await;
+        assert_eq!((s, h["docker-content-digest"].to_str().unwrap()), (StatusCode::OK, stand_in.as_str()));
     }
 
     #[tokio::test]
