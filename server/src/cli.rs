@@ -128,6 +128,11 @@ pub struct ServeArgs {
     /// cache afterwards. E.g. https://registry-1.docker.io (Docker Hub).
     #[arg(long, env = "DOCKLAB_REGISTRY_UPSTREAM", value_parser = parse_registry_upstream)]
     pub registry_upstream: Option<String>,
+    /// The URL browsers use for docklab when it is reached by a name (e.g. through a reverse
+    /// proxy at https://lab.example.org); repeat for several. Requests for any other name are
+    /// refused (DNS rebinding); IP addresses and localhost always work.
+    #[arg(long = "public-url", value_parser = crate::origin::parse_public_url)]
+    pub public_urls: Vec<String>,
 }
 
 /// Checks an upstream registry URL: scheme and host (and port), nothing else.
@@ -165,6 +170,7 @@ impl ServeArgs {
             end_sessions_on_exit: self.end_sessions_on_exit,
             idle_timeout: self.idle_timeout,
             warm_machines: self.warm_machines,
+            site: crate::origin::SiteNames::new(&self.public_urls),
             ..ServerConfig::default()
         }
     }

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub end_sessions_on_exit: bool,
     /// Machines kept started ahead of demand (the warm pool); 0 starts every session cold.
     pub warm_machines: usize,
+    /// The names docklab answers to and the origins trusted with the terminal (`--public-url`).
+    pub site: crate::origin::SiteNames,
     pub terminal: TerminalConfig,
 }
 
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             end_warning: Duration::from_secs(5 * 60),
             end_sessions_on_exit: true,
             warm_machines: 0,
+            site: crate::origin::SiteNames::default(),
             terminal: TerminalConfig::default(),
         }
     }

@@ -28,6 +28,8 @@ pub enum AppError {
     OutOfCapacity { max: usize },
     #[error("too many new sessions from your address: try again in {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
+    #[error("session {id} is already running {max} commands; wait for one to finish and try again")]
+    TooManyExecs { id: String, max: usize },
     #[error("the session machine could not start: {reason}")]
     StartFailed { reason: String },
     #[error("this exercise has no task {task:?}")]
@@ -68,7 +70,7 @@ impl AppError {
             AppError::OutOfCapacity { .. } | AppError::StartFailed { .. } | AppError::EngineUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::TooManyExecs { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +87,7 @@ impl AppError {
             AppError::SessionNotReady { .. } => "session_not_ready",
             AppError::OutOfCapacity { .. } => "out_of_capacity",
             AppError::RateLimited { .. } => "rate_limited",
+            AppError::TooManyExecs { .. } => "too_many_execs",
             AppError::StartFailed { .. } => "start_failed",
             AppError::UnknownTask { .. } => "unknown_task",
             AppError::NoMoreHints { .. } => "no_more_hints",
@@ -103,7 +106,12 @@ impl IntoResponse for AppError {
             _ => tracing::debug!(code = self.code(), error = %self, "request refused"),
         }
         let body = ErrorBody { error: self.to_string(), code: self.code() };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let AppError::TooManyExecs { .. } = self {
+            // A command's usual length: a client that waits this long usually finds a free slot.
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

@@ -19,7 +19,8 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        // One event, one line, whatever newlines a request or a machine put in a field.
+        .with_writer(docklab_server::log_lines::OneLinePerEvent(std::io::stderr))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into()),

@@ -33,6 +33,8 @@ pub struct Session {
     pub machine: sandbox::MachineOptions,
     phase: Mutex<SessionPhase>,
     pub terminal: TerminalHub,
+    /// API commands running in the machine now: a few at a time (see `sessions::MAX_EXECS_IN_FLIGHT`).
+    pub exec_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Session {
@@ -136,6 +138,7 @@ impl SessionRegistry {
             end: Mutex::new((now + ttl, Instant::now() + ttl)),
             machine: options.machine,
             phase: Mutex::new(SessionPhase::Starting),
+            exec_slots: Arc::new(tokio::sync::Semaphore::new(crate::sessions::MAX_EXECS_IN_FLIGHT)),
         });
         sessions.insert(id, session.clone());
         Ok(session)
@@ -166,6 +169,7 @@ impl SessionRegistry {
             end: Mutex::new((expires_at, Instant::now() + Duration::try_from(left).unwrap_or_default())),
             machine,
             phase: Mutex::new(SessionPhase::Ready),
+            exec_slots: Arc::new(tokio::sync::Semaphore::new(crate::sessions::MAX_EXECS_IN_FLIGHT)),
         });
         sessions.insert(id.to_owned(), session.clone());
         Some(session)

@@ -29,6 +29,9 @@ const MAX_EXEC_ARGV_BYTES: usize = 64 * 1024;
 /// Most bytes of standard input for one exec command.
 const MAX_EXEC_STDIN_BYTES: usize = 256 * 1024;
 const DEFAULT_EXEC_TIMEOUT_S: u64 = 30;
+/// Most API commands running in one session at once; more answer 429 (each holds a process in
+/// the machine and a task here until it ends, up to `exec_timeout_max`).
+pub const MAX_EXECS_IN_FLIGHT: usize = 8;
 /// Longest exercise id accepted (real ones are like `day-27/volumes-lifecycle`).
 const MAX_EXERCISE_ID: usize = 128;
 
@@ -202,17 +205,24 @@ async fn exec(
     let session = authorize(&state, &id, &headers, None)?;
     let request = validate_exec(body, state.config.exec_timeout_max)?;
     require_ready(&session)?;
+    let slot = session
+        .exec_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::TooManyExecs { id: session.id.clone(), max: MAX_EXECS_IN_FLIGHT })?;
     session.terminal.touch();
     let span = tracing::info_span!("session", id = %session.id);
-    async {
+    // A task of its own holds the slot until the command ends, even if the client hangs up first.
+    let run = async move {
+        let _slot = slot;
         let program = request.cmd[0].clone();
         let started = Instant::now();
         let output = state.backend.exec(&session.id, request).await.map_err(|err| exec_error(&session, err))?;
-        tracing::info!(%program, exit_code = output.exit_code, timed_out = output.timed_out, elapsed = ?started.elapsed(), "exec");
+        // `?`: the program is the client's text, escaped so a newline in it cannot forge a log line.
+        tracing::info!(?program, exit_code = output.exit_code, timed_out = output.timed_out, elapsed = ?started.elapsed(), "exec");
         Ok(Json(output))
-    }
-    .instrument(span)
-    .await
+    };
+    tokio::spawn(run.instrument(span)).await.map_err(AppError::internal)?
 }
 
 async fn delete_session(

@@ -192,6 +192,11 @@ pub mod server {
     pub struct Server(pub Child, PathBuf);
 
     impl Server {
+        /// The file the server logs to (what an operator would read).
+        pub fn log_path(&self) -> &std::path::Path {
+            &self.1
+        }
+
         /// Stops the server as an operator would (SIGTERM), waiting up to `grace` before SIGKILL.
         pub fn stop(&mut self, grace: Duration) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);

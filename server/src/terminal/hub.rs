@@ -27,6 +27,9 @@ const READ_CHUNK: usize = 4096;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 /// How long to wait for the exit reason after the PTY closed.
 const WAIT_FOR_EXIT_REASON: Duration = Duration::from_secs(1);
+/// Notices kept while no shell runs (none started yet, or the last one ended): the newest ones,
+/// written into the next shell's output as it starts so its first viewer reads them.
+const KEPT_NOTICES: usize = 8;
 
 /// What viewers receive from the shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +72,8 @@ pub struct TerminalHub {
     /// Which end-of-session warnings were already written to the terminal.
     pub warned_idle: std::sync::atomic::AtomicBool,
     pub warned_expiry: std::sync::atomic::AtomicBool,
+    /// Notices that came while no shell was running (at most `KEPT_NOTICES`, oldest dropped).
+    kept_notices: Mutex<std::collections::VecDeque<Bytes>>,
 }
 
 /// One viewer's attachment to the shell.
@@ -118,6 +123,7 @@ impl TerminalHub {
             last_activity: Arc::new(Mutex::new(std::time::Instant::now())),
             warned_idle: std::sync::atomic::AtomicBool::new(false),
             warned_expiry: std::sync::atomic::AtomicBool::new(false),
+            kept_notices: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -132,11 +138,21 @@ impl TerminalHub {
         lock(&self.last_activity).elapsed()
     }
 
-    /// Writes a line from docklab itself into every viewer's terminal (not into the shell).
+    /// Writes a line from docklab itself into every viewer's terminal (not into the shell). With a
+    /// shell running it joins the output (and so the replay a viewer gets as it attaches); without
+    /// one it is kept, and the next shell starts with the last few kept notices.
     pub async fn notice(&self, text: &str) {
-        if let Some(shell) = self.shell.lock().await.as_ref() {
-            shell.publish(Bytes::from(format!("\r\n\x1b[1;33m[docklab] {text}\x1b[0m\r\n")));
+        let line = Bytes::from(format!("\r\n\x1b[1;33m[docklab] {text}\x1b[0m\r\n"));
+        // Held while deciding, so a shell starting now either gets this line or sees it kept.
+        let shell = self.shell.lock().await;
+        if shell.as_ref().is_some_and(|shell| shell.publish(line.clone())) {
+            return;
         }
+        let mut kept = lock(&self.kept_notices);
+        if kept.len() == KEPT_NOTICES {
+            kept.pop_front();
+        }
+        kept.push_back(line);
     }
 
     /// Sends a control message to every viewer; a `checks` message is also kept for viewers
@@ -188,6 +204,9 @@ impl TerminalHub {
         let terminal = open().await.map_err(|source| HubError::Open { id: self.session_id.clone(), source })?;
         tracing::info!("shell started");
         let shell = Shell::start(terminal, &self.config, self.last_activity.clone());
+        for notice in lock(&self.kept_notices).drain(..) {
+            shell.publish(notice);
+        }
         *current = Some(shell.clone());
         let (replay, events, ended) = shell.subscribe();
         let (controls, checks) = (self.controls.subscribe(), lock(&self.latest_checks).clone());
@@ -253,14 +272,16 @@ impl Shell {
         lock(&self.log).ended.is_some()
     }
 
-    fn publish(&self, chunk: Bytes) {
+    /// Adds output for every viewer and the replay; false (nothing done) once the shell ended.
+    fn publish(&self, chunk: Bytes) -> bool {
         let mut log = lock(&self.log);
         if log.ended.is_some() {
-            return;
+            return false;
         }
         log.recent.push(&chunk);
         // An error only means no viewer is attached right now; the ring keeps the output.
         let _ = self.events.send(HubEvent::Output(chunk));
+        true
     }
 
     /// Marks the shell ended, tells the viewers, and stops both pumps (which hangs up the PTY).
@@ -310,7 +331,9 @@ async fn pump_output(
         tokio::select! {
             read = output.read(&mut buf) => match read {
                 Ok(0) | Err(_) => break None,
-                Ok(n) => shell.publish(Bytes::copy_from_slice(&buf[..n])),
+                Ok(n) => {
+                    shell.publish(Bytes::copy_from_slice(&buf[..n]));
+                }
             },
             reason = &mut exited => {
                 let drain = async {
@@ -431,6 +454,33 @@ mod tests {
         let fresh = attach(&hub, ViewerMode::Interactive, &mut terminal, &opens).await;
         assert!(fresh.ended.is_none());
         assert_eq!(opens.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn notices_sent_while_no_shell_runs_reach_the_next_viewer_newest_kept() {
+        let hub = TerminalHub::new("s1", config(16));
+        // No viewer has attached yet, so no shell runs: the notices are kept...
+        for i in 0..KEPT_NOTICES + 2 {
+            hub.notice(&format!("notice {i}")).await;
+        }
+        let (terminal, _pty) = FakePty::new();
+        let (mut terminal, opens) = (Some(terminal), AtomicUsize::new(0));
+        let viewer = attach(&hub, ViewerMode::Interactive, &mut terminal, &opens).await;
+        // ...and the first viewer reads the newest of them, in order.
+        let replay = String::from_utf8_lossy(&viewer.replay).into_owned();
+        assert!(!replay.contains("notice 0\x1b") && !replay.contains("notice 1\x1b"), "bounded: {replay:?}");
+        let shown: Vec<usize> = (2..KEPT_NOTICES + 2).map(|i| replay.find(&format!("notice {i}\x1b")).expect("kept")).collect();
+        assert!(shown.windows(2).all(|w| w[0] < w[1]), "in order: {replay:?}");
+
+        // Once the shell ended, notices are kept again for the shell the next viewer starts.
+        hub.shutdown("logout").await;
+        hub.notice("after the end").await;
+        let (terminal, _pty2) = FakePty::new();
+        let mut terminal = Some(terminal);
+        let next = attach(&hub, ViewerMode::Interactive, &mut terminal, &opens).await;
+        let replay = String::from_utf8_lossy(&next.replay).into_owned();
+        assert!(replay.contains("after the end"), "{replay:?}");
+        assert!(!replay.contains("notice 9"), "delivered notices are not repeated: {replay:?}");
     }
 
     #[tokio::test]

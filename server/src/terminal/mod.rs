@@ -2,12 +2,13 @@
 //!
 //! Everything is checked before the upgrade, so a refused client gets a plain HTTP error:
 //!
-//! * **Origin.** A browser always sends `Origin` on a WebSocket handshake; it must be this server's
-//!   own origin, `http://{Host}` or `https://{Host}` (so a reverse proxy must pass `Host` through;
-//!   on HTTP/2 the URI's authority stands for `Host`).
-//!   That stops another site from driving a learner's terminal (cross-site WebSocket hijacking).
-//!   A request *without* `Origin` cannot come from a browser page, so it is allowed: command-line
-//!   clients and tests still need the session token, which is the real credential.
+//! * **Origin.** A browser always sends `Origin` on a WebSocket handshake; it must be one of the
+//!   server's `--public-url`s, or the address the request went to when that is an IP literal or
+//!   `localhost` (see `crate::origin`: a name is never trusted just because Host repeats it, which
+//!   DNS rebinding would exploit). That stops another site from driving a learner's terminal
+//!   (cross-site WebSocket hijacking). A request *without* `Origin` cannot come from a browser
+//!   page, so it is allowed: command-line clients and tests still need the session token, which is
+//!   the real credential.
 //! * **Session and token**, as for the other session routes (`?token=` or `Authorization: Bearer`).
 
 pub mod hub;
@@ -64,9 +65,7 @@ async fn terminal(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    // HTTP/2 carries the host in the URI's authority instead of a Host header.
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
-    check_origin(&headers, host)?;
+    check_origin(&state.config.site, &headers, crate::origin::request_host(&headers, &uri))?;
     // Set when an instructor types in a learner's terminal: resolves when they hand it back.
     let mut taken_over = None;
     let session = match authorize(&state, &id, &headers, query.token.as_deref()) {
@@ -142,18 +141,10 @@ async fn serve_viewer(state: AppState, session: std::sync::Arc<Session>, socket:
 }
 
 /// Refuses a browser request from another site; see the module comment.
-fn check_origin(headers: &HeaderMap, host: Option<&str>) -> Result<(), AppError> {
+fn check_origin(site: &crate::origin::SiteNames, headers: &HeaderMap, host: Option<&str>) -> Result<(), AppError> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
     let origin = origin.to_str().unwrap_or("(not text)");
-    let same_site = host.is_some_and(|host| {
-        ["http://", "https://"].iter().any(|scheme| {
-            let (origin, scheme) = (origin.as_bytes(), scheme.as_bytes());
-            origin.len() == scheme.len() + host.len()
-                && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
-                && origin[scheme.len()..].eq_ignore_ascii_case(host.as_bytes())
-        })
-    });
-    if same_site {
+    if site.origin_allowed(origin, host) {
         Ok(())
     } else {
         Err(AppError::ForeignOrigin { origin: origin.chars().take(200).collect() })

@@ -177,19 +177,24 @@ async fn a_read_only_viewer_sees_output_but_cannot_type() {
 
 #[test]
 fn origin_rules() {
-    let check = |origin: Option<&str>, host: Option<&str>| {
+    let check = |site: &crate::origin::SiteNames, origin: Option<&str>, host: Option<&str>| {
         let mut headers = axum::http::HeaderMap::new();
         if let Some(origin) = origin {
             headers.insert("origin", origin.parse().unwrap());
         }
-        check_origin(&headers, host).is_ok()
+        check_origin(site, &headers, host).is_ok()
     };
-    assert!(check(None, Some("lab.example")), "non-browser clients send no Origin");
-    assert!(check(Some("http://lab.example"), Some("lab.example")));
-    assert!(check(Some("https://LAB.example:8443"), Some("lab.example:8443")));
-    assert!(!check(Some("http://lab.example:8080"), Some("lab.example")));
-    assert!(!check(Some("http://evil.example"), Some("lab.example")));
-    assert!(!check(Some("http://lab.example.evil.example"), Some("lab.example")));
-    assert!(!check(Some("null"), Some("lab.example")));
-    assert!(!check(Some("http://lab.example"), None));
+    let default = crate::origin::SiteNames::default();
+    assert!(check(&default, None, Some("lab.example")), "non-browser clients send no Origin");
+    assert!(check(&default, Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
+    // DNS rebinding: Origin and Host agree, but nobody said docklab is called that.
+    assert!(!check(&default, Some("http://lab.example"), Some("lab.example")));
+    let site = crate::origin::SiteNames::new(&["http://lab.example".into(), "https://lab.example:8443".into()]);
+    assert!(check(&site, Some("http://lab.example"), Some("lab.example")));
+    assert!(check(&site, Some("https://LAB.example:8443"), Some("lab.example:8443")));
+    assert!(!check(&site, Some("http://lab.example:8080"), Some("lab.example")));
+    assert!(!check(&site, Some("http://evil.example"), Some("lab.example")));
+    assert!(!check(&site, Some("http://lab.example.evil.example"), Some("lab.example")));
+    assert!(!check(&site, Some("null"), Some("lab.example")));
+    assert!(!check(&default, Some("http://127.0.0.1:8080"), None));
 }

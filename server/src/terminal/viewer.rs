@@ -3,6 +3,14 @@
 //! Binary frames carry raw terminal bytes both ways; text frames carry JSON control messages
 //! (see `protocol.rs`). The loop ends when the client leaves, goes silent past the keepalive, or
 //! the shell ends (after telling the client why).
+//!
+//! A client that breaks the WebSocket protocol gets the close frame RFC 6455 names for it before
+//! the connection goes (see [`ClientFault`]): 1002 for a protocol error (unmasked, reserved bits
+//! or opcodes, fragmented or oversized control frames, stray continuations, bad close frames),
+//! 1007 for a text message that is not UTF-8, 1009 for a message past `max_message_bytes`.
+//! Well-formed frames that are not docklab messages (a text frame that is not a control message
+//! this server knows) get an `error` control message and the connection stays: a client bug
+//! must not cost the learner their terminal.
 
 use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
@@ -18,12 +26,48 @@ use crate::config::TerminalConfig;
 const CLOSE_NORMAL: u16 = 1000;
 /// WebSocket close code for "service restart": the machine is being reset; reconnect.
 const CLOSE_RESTART: u16 = 1012;
+/// WebSocket close codes for a client that broke the protocol (RFC 6455, 7.4.1).
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_INVALID_DATA: u16 = 1007;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// A read error from the client's side of the socket, as the close frame it deserves.
+pub trait ClientFault {
+    /// The close frame to send before hanging up; `None` when there is nobody left to tell (the
+    /// connection dropped) or the error is the server's own.
+    fn close_frame(&self) -> Option<CloseFrame>;
+}
+
+impl ClientFault for std::convert::Infallible {
+    fn close_frame(&self) -> Option<CloseFrame> {
+        match *self {}
+    }
+}
+
+impl ClientFault for axum::Error {
+    fn close_frame(&self) -> Option<CloseFrame> {
+        use tungstenite::error::{Error, ProtocolError};
+        let error = std::error::Error::source(self)?.downcast_ref::<Error>()?;
+        let code = match error {
+            Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return None,
+            Error::Protocol(_) => CLOSE_PROTOCOL,
+            Error::Utf8(_) => CLOSE_INVALID_DATA,
+            Error::Capacity(_) => CLOSE_TOO_BIG,
+            _ => return None,
+        };
+        // The reason is tungstenite's own sentence (no client bytes in it), cut to fit a control frame.
+        let reason: String = error.to_string().chars().take(120).collect();
+        Some(CloseFrame { code, reason: reason.into() })
+    }
+}
 
 /// Why the loop stopped, for the logs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ViewerExit {
     ClientLeft,
     ClientSilent,
+    /// The client broke the WebSocket protocol; it was sent this close code.
+    ProtocolError(u16),
     ShellEnded(String),
     Restarting(String),
 }
@@ -33,6 +77,7 @@ pub async fn run_viewer<S, R, E>(mut sink: S, mut stream: R, mut viewer: Viewer,
 where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
+    E: ClientFault,
 {
     let chunk = config.max_output_frame.max(1);
     if send_control(&mut sink, &ServerControl::status(TerminalStatus::Ready, None)).await.is_err()
@@ -82,7 +127,11 @@ where
                 }
             },
             message = stream.next(), if pending_input.is_none() => {
-                let Some(Ok(message)) = message else { return ViewerExit::ClientLeft };
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    Some(Err(err)) => return fault(&mut sink, &err).await,
+                    None => return ViewerExit::ClientLeft,
+                };
                 last_heard = Instant::now();
                 match message {
                     Message::Binary(bytes) => {
@@ -97,7 +146,11 @@ where
                             }
                         }
                     }
-                    Message::Close(_) => return ViewerExit::ClientLeft,
+                    Message::Close(_) => {
+                        // Sends the close reply the WebSocket layer queued (1002 for a bad close code).
+                        let _ = sink.close().await;
+                        return ViewerExit::ClientLeft;
+                    }
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             },
@@ -142,6 +195,16 @@ fn handle_control(viewer: &Viewer, text: &str) -> Option<ServerControl> {
         }
         Err(message) => Some(ServerControl::error(message)),
     }
+}
+
+/// Answers a protocol violation with its close code (when the client is still there to hear it).
+async fn fault<S: Sink<Message> + Unpin, E: ClientFault>(sink: &mut S, err: &E) -> ViewerExit {
+    let Some(close) = err.close_frame() else { return ViewerExit::ClientLeft };
+    tracing::info!(code = close.code, reason = %close.reason, "client broke the WebSocket protocol");
+    let code = close.code;
+    let _ = sink.send(Message::Close(Some(close))).await;
+    let _ = sink.close().await;
+    ViewerExit::ProtocolError(code)
 }
 
 async fn end<S: Sink<Message> + Unpin>(sink: &mut S, reason: String) -> ViewerExit {
