@@ -16,6 +16,7 @@ pub mod error;
 pub mod images;
 pub mod init;
 pub mod launch;
+pub mod listen;
 pub mod manager;
 pub mod package_proxy;
 pub mod network;

@@ -1,6 +1,9 @@
 //! docklab's session-facing services on the machines' bridge: the image registry (port 80, and
 //! HTTPS on 443 as Docker Hub and gcr.io) and the Debian package proxy (port 3142). They are the
-//! only host services a machine can reach.
+//! only host services a machine can reach. Each is served through [`crate::listen`]: at most
+//! 64 connections per machine, 15 s to send a request's head (and at most that idle between
+//! requests), so a machine holding half-open requests costs the host a bounded number of
+//! descriptors.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -69,44 +72,10 @@ pub async fn spawn_with(state_dir: &Path, net: &NetworkConfig, options: &Service
     let (_, tls_addr, tls_listener) = bind("image registry (HTTPS)", REGISTRY_TLS_PORT).await?;
     for ((what, addr, listener), router) in plain {
         tracing::info!(%addr, "serving the {what} to session machines");
-        handles.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "the {what} stopped");
-            }
-        }));
+        handles.push(tokio::spawn(crate::listen::serve(listener, router, crate::listen::Limits::BRIDGE, None, std::future::pending())));
     }
     tracing::info!(addr = %tls_addr, "serving the image registry over HTTPS (as Docker Hub and gcr.io) to session machines");
-    handles.push(tokio::spawn(serve_tls(tls_listener, tokio_rustls::TlsAcceptor::from(tls.server_config), registry)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
+    handles.push(tokio::spawn(crate::listen::serve(tls_listener, registry, crate::listen::Limits::BRIDGE, Some(acceptor), std::future::pending())));
     Ok(handles)
-}
-
-/// Serves `router` over TLS (HTTP/1.1) on every connection `listener` accepts.
-async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router) {
-    use hyper_util::rt::TokioIo;
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors, most likely: wait a little rather than spin.
-                tracing::warn!(error = %e, "accepting a registry connection");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "registry TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await {
-                tracing::debug!(%peer, error = %e, "registry connection ended");
-            }
-        });
-    }
 }

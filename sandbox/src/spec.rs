@@ -150,9 +150,19 @@ impl MachineRecord {
 }
 
 /// Writes a file so that readers see either the old or the new content, never half of it.
+/// Readable by root only (mode 0600): records of a machine are nobody else's business.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| SandboxError::io("writing", &tmp, e))?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| SandboxError::io("writing", &tmp, e))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| SandboxError::io("writing", &tmp, e))?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(|e| SandboxError::io("renaming", path, e))
 }
 

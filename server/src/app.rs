@@ -111,8 +111,10 @@ pub async fn serve(
     let reaper = lifecycle::spawn_reaper(state.clone());
     let docker_watch = lifecycle::spawn_docker_watch(state.clone());
     let warm_filler = crate::warm::spawn_filler(state.clone());
-    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    // Header and idle timeouts, and a cap on connections per client address (`sandbox::listen`).
+    let limits = sandbox::listen::Limits { per_client: state.config.connections_per_client, ..sandbox::listen::Limits::API };
+    sandbox::listen::serve(listener, app(state.clone()), limits, None, shutdown).await;
+    let result: std::io::Result<()> = Ok(());
     reaper.abort();
     docker_watch.abort();
     warm_filler.abort();

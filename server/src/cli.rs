@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// refused (DNS rebinding); IP addresses and localhost always work.
     #[arg(long = "public-url", value_parser = crate::origin::parse_public_url)]
     pub public_urls: Vec<String>,
+    /// HTTP connections one client address may hold open at once (0: no cap). Behind a reverse
+    /// proxy every browser comes from the proxy's address: raise it to what the proxy may open.
+    #[arg(long, env = "DOCKLAB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = sandbox::listen::Limits::API.per_client)]
+    pub max_connections_per_client: usize,
 }
 
 /// Checks an upstream registry URL: scheme and host (and port), nothing else.
@@ -170,6 +174,7 @@ impl ServeArgs {
             end_sessions_on_exit: self.end_sessions_on_exit,
             idle_timeout: self.idle_timeout,
             warm_machines: self.warm_machines,
+            connections_per_client: self.max_connections_per_client,
             site: crate::origin::SiteNames::new(&self.public_urls),
             ..ServerConfig::default()
         }

@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub end_sessions_on_exit: bool,
     /// Machines kept started ahead of demand (the warm pool); 0 starts every session cold.
     pub warm_machines: usize,
+    /// HTTP connections open at once from one client address (0: no cap). Behind a reverse
+    /// proxy every browser shares its address: raise this or set 0 there.
+    pub connections_per_client: usize,
     /// The names docklab answers to and the origins trusted with the terminal (`--public-url`).
     pub site: crate::origin::SiteNames,
     pub terminal: TerminalConfig,
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             end_warning: Duration::from_secs(5 * 60),
             end_sessions_on_exit: true,
             warm_machines: 0,
+            connections_per_client: sandbox::listen::Limits::API.per_client,
             site: crate::origin::SiteNames::default(),
             terminal: TerminalConfig::default(),
         }

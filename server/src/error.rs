@@ -26,7 +26,7 @@ pub enum AppError {
     SessionNotReady { id: String, state: &'static str },
     #[error("all {max} session slots are in use; try again later")]
     OutOfCapacity { max: usize },
-    #[error("too many new sessions from your address: try again in {retry_after_s} s")]
+    #[error("too many new machines from your address or browser: try again in {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
     #[error("session {id} is already running {max} commands; wait for one to finish and try again")]
     TooManyExecs { id: String, max: usize },
@@ -110,6 +110,9 @@ impl IntoResponse for AppError {
         if let AppError::TooManyExecs { .. } = self {
             // A command's usual length: a client that waits this long usually finds a free slot.
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        if let AppError::RateLimited { retry_after_s } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_s));
         }
         response
     }

@@ -92,9 +92,8 @@ async fn create_session(
     client: crate::ratelimit::ClientAddr,
     Json(body): Json<CreateSession>,
 ) -> Result<(StatusCode, Json<CreatedSession>), AppError> {
-    if let Err(wait) = state.create_limiter.check(client.0, Instant::now()) {
-        return Err(AppError::RateLimited { retry_after_s: wait.as_secs().max(1) });
-    }
+    let learner_id = learner.as_ref().map(|Extension(l)| l.id.clone());
+    charge_machine_start(&state, client, learner_id.as_deref())?;
     let exercise = body.exercise;
     if exercise.is_empty() || exercise.len() > MAX_EXERCISE_ID {
         return Err(AppError::BadRequest(format!(
@@ -241,6 +240,22 @@ async fn delete_session(
     } else {
         Err(AppError::internal(format!("session {} was not removed completely", session.id)))
     }
+}
+
+/// Charges a machine start (a new session, a reset) to the client's address and, when known, to
+/// the learner's cookie: both buckets must have a token, so neither a fresh cookie nor a second
+/// address gets past the limit alone.
+pub fn charge_machine_start(state: &AppState, client: crate::ratelimit::ClientAddr, learner: Option<&str>) -> Result<(), AppError> {
+    use crate::ratelimit::Client;
+    let rate = state.create_limiter.rate();
+    let mut keys = vec![(Client::Addr(client.0), rate)];
+    if let Some(learner) = learner {
+        keys.push((Client::Learner(learner.to_owned()), rate));
+    }
+    state
+        .create_limiter
+        .check_all(&keys, Instant::now())
+        .map_err(|wait| AppError::RateLimited { retry_after_s: crate::ratelimit::retry_after_s(wait) })
 }
 
 /// Finds a session and checks the caller's token (`Authorization: Bearer`, else `query_token`).

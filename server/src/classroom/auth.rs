@@ -1,19 +1,96 @@
 //! Instructor accounts: argon2id password hashes, the `docklab_instructor` login cookie (32 random
 //! bytes; only their SHA-256 is stored) and the per-login CSRF token every state-changing request
 //! must carry (`csrf` form field or `X-CSRF-Token` header).
+//!
+//! Logging in is limited ([`LoginGuard`]): 10 attempts per client address and 30 per account
+//! name, each bucket refilling over 15 minutes (a successful login gives its tokens back), then
+//! `429` with `Retry-After`. The per-account limit holds against addresses taken together, so a
+//! guessing run from many addresses also locks the account for everyone, the instructor included,
+//! until it refills (one attempt every 30 s). At most two argon2 hashes (19 MiB each) run at
+//! once, whatever arrives; the rest wait, then get `503`.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::http::{header, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use super::Classroom;
+use super::{ClassError, Classroom};
+use crate::ratelimit::{Rate, RateLimiter};
 use crate::store::classroom::Login;
 
 pub const COOKIE: &str = "docklab_instructor";
 /// Twelve hours: one teaching day.
 pub const LOGIN_TTL_S: i64 = 12 * 3600;
 pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Attempts one client address may make: 10, then one every 90 s.
+pub const ADDRESS_RATE: Rate = Rate { per_second: 10.0 / 900.0, burst: 10.0 };
+/// Attempts on one account name from everywhere together: 30, then one every 30 s.
+pub const ACCOUNT_RATE: Rate = Rate { per_second: 30.0 / 900.0, burst: 30.0 };
+/// argon2 hashes running at once (each holds 19 MiB and a blocking thread for ~1 s in debug).
+pub const HASHING_AT_ONCE: usize = 2;
+/// Longest wait for a hashing slot before `503`.
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// What a login attempt is charged to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LoginKey {
+    Address(Option<std::net::IpAddr>),
+    Account(String),
+}
+
+/// Login attempt limits and the argon2 concurrency bound.
+pub struct LoginGuard {
+    attempts: RateLimiter<LoginKey>,
+    hashing: tokio::sync::Semaphore,
+}
+
+impl Default for LoginGuard {
+    fn default() -> Self {
+        LoginGuard { attempts: RateLimiter::with_rate(ADDRESS_RATE), hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE) }
+    }
+}
+
+/// Checks a login within the limits: `Ok(Some(cookie))` on success, `Ok(None)` for a wrong name
+/// or password, `Err` with 429 (limited) or 503 (hashing busy).
+pub async fn attempt(
+    classroom: std::sync::Arc<Classroom>,
+    client: Option<std::net::IpAddr>,
+    name: String,
+    password: String,
+    secure: bool,
+) -> Result<Option<HeaderValue>, ClassError> {
+    let account: String = name.chars().take(64).collect();
+    let keys = [(LoginKey::Address(client), ADDRESS_RATE), (LoginKey::Account(account), ACCOUNT_RATE)];
+    let guard = &classroom.logins;
+    if let Err(wait) = guard.attempts.check_all(&keys, std::time::Instant::now()) {
+        tracing::warn!(client = ?client, name = %keys[1].0.account(), "instructor login refused: too many attempts");
+        return Err(ClassError::rate_limited("too many login attempts", wait));
+    }
+    let busy = || ClassError(axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy", "the server is busy checking passwords: try again in a minute".into());
+    let _permit = match tokio::time::timeout(HASHING_WAIT, guard.hashing.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => return Err(busy()),
+    };
+    let cl = classroom.clone();
+    // argon2 is deliberately slow: off the async workers.
+    let cookie = tokio::task::spawn_blocking(move || log_in(&cl, &name, &password, secure)).await.map_err(|_| busy())?;
+    if cookie.is_some() {
+        for (key, _) in &keys {
+            guard.attempts.refund(key);
+        }
+    }
+    Ok(cookie)
+}
+
+impl LoginKey {
+    fn account(&self) -> &str {
+        match self {
+            LoginKey::Account(name) => name,
+            LoginKey::Address(_) => "",
+        }
+    }
+}
 
 pub fn hash_password(password: &str) -> Result<String, String> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;

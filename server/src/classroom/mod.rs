@@ -54,6 +54,8 @@ pub struct Classroom {
     tickers: Mutex<HashSet<String>>,
     /// Sessions an instructor took over: (instructor, `true` until handed back).
     takeovers: Mutex<HashMap<String, (i64, watch::Sender<bool>)>>,
+    /// Login attempt limits and the bound on password hashing at once.
+    pub logins: auth::LoginGuard,
 }
 
 /// What the grid page is pushed.
@@ -106,6 +108,7 @@ impl Classroom {
             followed: Mutex::default(),
             tickers: Mutex::default(),
             takeovers: Mutex::default(),
+            logins: auth::LoginGuard::default(),
         }
     }
 
@@ -152,8 +155,44 @@ pub struct ClassError(pub StatusCode, pub &'static str, pub String);
 
 impl IntoResponse for ClassError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({"error": self.2, "code": self.1}))).into_response()
+        let retry = self.retry_after_s();
+        let mut response = (self.0, Json(serde_json::json!({"error": self.2, "code": self.1}))).into_response();
+        if let Some(s) = retry {
+            response.headers_mut().insert(header::RETRY_AFTER, s.into());
+        }
+        response
     }
+}
+
+impl ClassError {
+    /// A 429: `wait` is said in the sentence and sent as `Retry-After`.
+    pub fn rate_limited(what: &str, wait: Duration) -> ClassError {
+        let s = crate::ratelimit::retry_after_s(wait);
+        ClassError(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("{what}: try again in {s} s"))
+    }
+
+    /// The seconds of a [`ClassError::rate_limited`] (every 429 is made by it).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        if self.0 != StatusCode::TOO_MANY_REQUESTS {
+            return None;
+        }
+        let tail = self.2.rsplit_once("try again in ")?.1;
+        Some(tail.strip_suffix(" s")?.parse().unwrap_or(60))
+    }
+}
+
+/// Charges a machine start through a class (a join, the next exercise) to the learner and to
+/// the class: a class may start one machine per seat at once (everyone joining at nine o'clock)
+/// and that many again each minute; a learner, like any learner (`sessions::charge_machine_start`).
+fn charge_class_start(state: &AppState, class: &ClassRow, learner: &str) -> Result<(), ClassError> {
+    use crate::ratelimit::{Client, Rate};
+    let rate = state.create_limiter.rate();
+    let seats = f64::from(class.seats);
+    let class_rate = Rate { per_second: rate.per_second.max(seats / 60.0), burst: rate.burst.max(seats) };
+    state
+        .create_limiter
+        .check_all(&[(Client::Learner(learner.to_owned()), rate), (Client::Class(class.id.clone()), class_rate)], std::time::Instant::now())
+        .map_err(|wait| ClassError::rate_limited("too many machine starts for you or this class", wait))
 }
 
 fn internal(err: impl std::fmt::Display) -> ClassError {
@@ -624,6 +663,7 @@ pub async fn join(state: &AppState, learner: &str, code: &str, display_name: &st
             return Err(ClassError(StatusCode::CONFLICT, "class_full", format!("all {} seats of this class are taken", class.seats)));
         }
     }
+    charge_class_start(state, &class, learner)?;
     let _joining = JoiningGuard::take(state, &class.id, learner)?;
     let member = match existing {
         Some(m) => m,
@@ -700,6 +740,7 @@ pub async fn next_exercise(state: &AppState, class: &ClassRow, member: &MemberRo
     if next as usize >= class.exercises.len() {
         return Err(ClassError(StatusCode::CONFLICT, "last_exercise", "this is the class's last exercise".into()));
     }
+    charge_class_start(state, class, &member.learner)?;
     let _joining = JoiningGuard::take(state, &class.id, &member.learner)?;
     if let Some(session) = member.session.as_deref().and_then(|s| state.sessions.remove(s)) {
         lock(&state.classroom.takeovers).remove(&session.id);

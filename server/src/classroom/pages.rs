@@ -89,17 +89,27 @@ pub struct LoginForm {
     password: String,
 }
 
-pub async fn login_form(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+pub async fn login_form(
+    State(state): State<AppState>,
+    client: crate::ratelimit::ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     if !auth::same_origin(&headers) {
         return error_page(super::csrf_refused());
     }
-    let classroom = state.classroom.clone();
     let secure = auth::is_https(&headers);
-    // argon2 is deliberately slow: off the async workers.
-    let cookie = tokio::task::spawn_blocking(move || auth::log_in(&classroom, &form.name, &form.password, secure)).await.ok().flatten();
-    match cookie {
-        Some(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/instructor")).into_response(),
-        None => render(&LoginPage { wrong: true }, StatusCode::UNAUTHORIZED),
+    match auth::attempt(state.classroom.clone(), client.0, form.name, form.password, secure).await {
+        Ok(Some(cookie)) => ([(header::SET_COOKIE, cookie)], Redirect::to("/instructor")).into_response(),
+        Ok(None) => render(&LoginPage { wrong: true }, StatusCode::UNAUTHORIZED),
+        Err(err) => {
+            let retry = err.retry_after_s();
+            let mut page = error_page(err);
+            if let Some(s) = retry {
+                page.headers_mut().insert(header::RETRY_AFTER, s.into());
+            }
+            page
+        }
     }
 }
 

@@ -51,8 +51,16 @@ async fn checks(State(state): State<AppState>, Path(id): Path<String>, headers: 
 }
 
 /// Replaces the machine with a fresh one for the same exercise; the id and token stay.
-async fn reset(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<CreatedSession>, AppError> {
+async fn reset(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    client: crate::ratelimit::ClientAddr,
+    learner: Option<axum::Extension<crate::store::CurrentLearner>>,
+) -> Result<Json<CreatedSession>, AppError> {
     let session = authorize(&state, &id, &headers, None)?;
+    // A reset starts a machine: charged like a new session.
+    crate::sessions::charge_machine_start(&state, client, learner.as_ref().map(|l| l.id.as_str()))?;
     reset_machine(&state, &session, "the lab is being reset with a fresh machine").await?;
     Ok(Json(CreatedSession::of(&session)))
 }

@@ -149,6 +149,7 @@ fn member_row(r: &rusqlite::Row) -> Result<MemberRow> {
 
 impl ClassStore {
     pub fn open(path: &Path) -> Result<ClassStore> {
+        super::restrict_db_file(path).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         Self::init(conn)

@@ -25,6 +25,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("progress database {path}: making it private (mode 0600): {source}")]
+    Restrict {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("progress database: {what} for learner {learner}: {source}")]
     Query {
         what: &'static str,
@@ -32,6 +38,24 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+}
+
+/// Makes the database file at `path` (and its `-wal` and `-shm` companions, when present)
+/// readable by its owner only, creating it empty with mode 0600 when missing, so that it is never
+/// world-readable, not even for an instant. SQLite creates `-wal` and `-shm` with the mode of the
+/// database file.
+pub fn restrict_db_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Where progress is kept (flashcard schedules included: [`DrillStore`]).

@@ -51,6 +51,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        super::restrict_db_file(path).map_err(|source| StoreError::Restrict { path: path.to_owned(), source })?;
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         Self::init(conn).map_err(open_err)
