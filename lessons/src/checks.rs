@@ -148,6 +148,12 @@ pub enum Check {
         run: String,
         #[serde(default = "default_script_timeout")]
         timeout_s: u64,
+        /// Rerun every tick (the default: scripts may read files, which change without engine
+        /// events). `false` for scripts that only ask the engine, and for any script that runs a
+        /// container (which must carry the label `docklab.grader=1`, so that its own events do
+        /// not set off another grading pass).
+        #[serde(default = "yes")]
+        on_tick: bool,
     },
 }
 
@@ -302,6 +308,7 @@ impl Check {
 
     pub fn trigger(&self) -> Trigger {
         match self {
+            Check::Script { on_tick: false, .. } => Trigger::Events,
             Check::FileContent { .. } | Check::Dockerfile { .. } | Check::Script { .. } | Check::PortHttp { .. } => {
                 Trigger::Tick
             }
@@ -452,13 +459,38 @@ impl Check {
                 }
                 Ok(())
             }
-            Check::Script { run, timeout_s } => {
+            Check::Script { run, timeout_s, on_tick } => {
                 non_empty("run", run)?;
+                if *on_tick && run.contains("docker run") {
+                    return Err("a script that runs a container must say `on_tick = false` (and label the container `docklab.grader=1`)".into());
+                }
+                if run.contains("docker run") && !run.contains("docklab.grader=1") {
+                    return Err("a container a script runs must carry `--label docklab.grader=1`, so that its events do not set off grading again".into());
+                }
                 if !(1..=MAX_SCRIPT_TIMEOUT_S).contains(timeout_s) {
                     return Err(format!("`timeout_s` must be 1 to {MAX_SCRIPT_TIMEOUT_S} seconds"));
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Whether this check asks about history (something that happened, decided from the engine's
+    /// event sequence) rather than about the machine as it is now. A task made only of history
+    /// checks is a history task (see [`crate::Task::history`]).
+    pub fn is_history(&self) -> bool {
+        matches!(self, Check::EventSeen { .. })
+    }
+
+    /// The container whose current instance a state check inspects, if any. Event checks in the
+    /// same task about that container must then be met by that same instance.
+    pub fn current_container(&self) -> Option<&str> {
+        match self {
+            Check::VolumeMounted { container, .. }
+            | Check::ContainerNetworks { container, .. }
+            | Check::ContainerState { container, .. } => Some(container),
+            Check::FileContent { container: Some(c), .. } | Check::ContainerLogs { container: Some(c), .. } => Some(c),
+            _ => None,
         }
     }
 

@@ -66,6 +66,8 @@ pub enum ContentError {
     NoChecks { path: PathBuf, task: String },
     #[error("{path}: task `{task}` only checks that things are absent, so it would pass before the learner does anything; add an `event_seen` check")]
     VacuousTask { path: PathBuf, task: String },
+    #[error("{path}: task `{task}`: {reason}")]
+    BadTask { path: PathBuf, task: String, reason: String },
     #[error("{path}:{line}: `# task: {task}` names no task of this exercise")]
     BadSolutionMarker { path: PathBuf, line: usize, task: String },
     #[error("{path}: `live {kind}` is not a live visual; a lesson can show: {known}")]

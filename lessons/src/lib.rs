@@ -138,6 +138,11 @@ pub struct Task {
     /// What must hold for the task to be done. Not served: they would give the answers away.
     #[serde(skip)]
     pub checks: Vec<Check>,
+    /// A history task: something that happened (once done, it stays done), as opposed to a
+    /// state task, which is done only while the machine is that way. History tasks are the ones
+    /// made only of history checks ([`Check::is_history`]), and those marked `history = true`
+    /// in `exercise.toml` because a later task undoes what they check. See `lessons/README.md`.
+    pub history: bool,
 }
 
 /// A lesson as listed by `GET /api/lessons`.
@@ -502,6 +507,9 @@ struct TaskFile {
     hints: Vec<String>,
     #[serde(default)]
     checks: Vec<toml::Spanned<Check>>,
+    /// `true`: a step that later tasks undo, done once its checks held together while the engine
+    /// was settled. `false` is the default unless every check is a history check.
+    history: Option<bool>,
 }
 
 /// Splits `+++\n<toml>\n+++\n<markdown>`.
@@ -645,7 +653,16 @@ fn parse_exercise(path: &Path, slug: &str, text: &str) -> Result<Exercise, Conte
         if task.checks.iter().all(|c| c.get_ref().passes_vacuously()) {
             return Err(ContentError::VacuousTask { path: path.to_owned(), task: task.id });
         }
+        let only_history = task.checks.iter().all(|c| c.get_ref().is_history());
+        if task.history == Some(false) && only_history {
+            return Err(ContentError::BadTask {
+                path: path.to_owned(),
+                task: task.id,
+                reason: "`history = false`, but every check is a history check (event_seen): it could never be undone".into(),
+            });
+        }
         tasks.push(Task {
+            history: task.history.unwrap_or(only_history),
             title_html: markdown::render_inline(&task.title),
             hints_html: task
                 .hints

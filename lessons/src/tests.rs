@@ -408,11 +408,33 @@ fn bad_check_values_are_refused_with_the_task_and_line() {
         ("{ kind = \"container_state\", container = \"c\", restart_policy = \"sometimes\" }", "sometimes"),
         ("{ kind = \"dockerfile\", path = \"Dockerfile\", min_stages = 2 }", "must start with"),
         ("{ kind = \"image_config\", image = \"x\" }", "say what to check"),
+        ("{ kind = \"script\", run = \"docker run --rm --label docklab.grader=1 x\" }", "on_tick = false"),
+        ("{ kind = \"script\", run = \"docker run --rm x\", on_tick = false }", "docklab.grader=1"),
     ] {
         let err = exercise_err(checks);
         assert!(matches!(err, ContentError::BadCheck { .. }) && err.to_string().contains(expect), "{checks}: {err}");
     }
     assert!(matches!(exercise_err("  { kind = \"container_absent\", container = \"c\" },"), ContentError::VacuousTask { .. }));
+}
+
+#[test]
+fn tasks_are_state_tasks_unless_only_history_checks_or_marked() {
+    let load = |task: &str| {
+        let text = format!("title = \"Lifecycle\"\nbrief = \"Walk.\"\n\n[[tasks]]\nid = \"create\"\ntitle = \"Create it\"\n{task}\n");
+        let dir = tempfile::tempdir().unwrap();
+        for (path, body) in [("day-24-containers/lesson.md", GOOD_LESSON), ("day-24-containers/exercises/lifecycle/exercise.toml", text.as_str())] {
+            std::fs::create_dir_all(dir.path().join(path).parent().unwrap()).unwrap();
+            std::fs::write(dir.path().join(path), body).unwrap();
+        }
+        Catalog::load(dir.path()).map(|c| c.exercise("day-24/lifecycle").unwrap().tasks[0].history)
+    };
+    let state = "checks = [{ kind = \"container_state\", container = \"box\", state = \"created\" }]";
+    let events = "checks = [{ kind = \"event_seen\", name = \"box\", action = \"start\" }]";
+    assert!(!load(state).unwrap());
+    assert!(load(events).unwrap());
+    assert!(load(&format!("history = true\n{state}")).unwrap());
+    let err = load(&format!("history = false\n{events}")).unwrap_err();
+    assert!(matches!(err, ContentError::BadTask { .. }) && err.to_string().contains("never be undone"), "{err}");
 }
 
 #[test]

@@ -7,14 +7,15 @@ use std::time::Duration;
 use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerInspectResponse, ImageInspect};
 use bollard::query_parameters::{
-    DownloadFromContainerOptions, EventsOptions, ListContainersOptions, ListImagesOptions, LogsOptions,
+    DownloadFromContainerOptions, ListContainersOptions, ListImagesOptions, LogsOptions,
 };
 use futures::StreamExt;
 use lessons::checks::{Address, Check, EventObject, MountFlag, MountType};
 use serde::Serialize;
 
 use super::dockerfile::{self, normalize_image};
-use super::{lock, machine_path, shell_quote, Grader, Outcome, SeenEvent};
+use super::history::event_seen;
+use super::{lock, machine_path, shell_quote, Grader, Outcome};
 
 /// Longest a probe inside the machine may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,7 +26,7 @@ const EXPORT_CAP: usize = 512 * 1024 * 1024;
 /// Paths that make an image "have a shell".
 const SHELLS: &[&str] = &["bin/sh", "bin/bash", "bin/ash", "bin/busybox", "usr/bin/sh", "usr/bin/bash", "usr/bin/busybox"];
 
-const ENGINE_DOWN: &str = "the session's Docker engine is not answering; is the machine still running?";
+use super::ENGINE_DOWN;
 
 /// What a failed engine request means for a check.
 enum Lookup {
@@ -77,14 +78,25 @@ fn enum_str<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-/// Shortens text for a detail line.
+/// Most characters of the learner's own output (logs, a file) quoted in a detail.
+const QUOTE_CHARS: usize = 400;
+
+/// Quotes the learner's output in a detail line: on one line, and when very long, shortened at
+/// a word boundary with an ellipsis (never in the middle of a word). The grader's own sentences
+/// are never shortened: the page wraps them.
 fn excerpt(text: &str) -> String {
     let one_line = text.trim().replace('\n', " ⏎ ");
-    if one_line.chars().count() > 120 {
-        format!("{}…", one_line.chars().take(120).collect::<String>())
-    } else {
-        one_line
+    if one_line.chars().count() <= QUOTE_CHARS {
+        return one_line;
     }
+    let head: String = one_line.chars().take(QUOTE_CHARS).collect();
+    let cut = head.rfind(' ').filter(|&i| i > QUOTE_CHARS / 2).unwrap_or(head.len());
+    format!("{} …", head[..cut].trim_end())
+}
+
+/// A script check's output as its detail: whole sentences, lines joined, never cut.
+fn sentence(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 fn json_list(v: &[String]) -> String {
@@ -274,10 +286,10 @@ pub async fn check(g: &Grader, check: &Check) -> Outcome {
         }
         Check::ContainerLogs { container, image, contains } => container_logs(g, container.as_deref(), image.as_deref(), contains).await,
         Check::EventSeen { object, name, action, image } => event_seen(g, *object, name, action, image.as_deref()).await,
-        Check::Script { run, timeout_s } => match g.shell.sh(run, Duration::from_secs(*timeout_s)).await {
+        Check::Script { run, timeout_s, .. } => match g.shell.sh(run, Duration::from_secs(*timeout_s)).await {
             Ok(out) if out.timed_out => fail(format!("the check did not finish within {timeout_s} s, so it was stopped")),
             Ok(out) => {
-                let text = excerpt(&format!("{}{}", out.stdout, out.stderr));
+                let text = sentence(&format!("{}{}", out.stdout, out.stderr));
                 if out.exit_code == 0 {
                     Outcome::Pass(text)
                 } else if text.is_empty() {
@@ -845,93 +857,4 @@ async fn container_logs(g: &Grader, container: Option<&str>, image: Option<&str>
         }
     }
     fail(format!("no container of {image} has printed “{}” yet", excerpt(contains)))
-}
-
-/// Reduces an engine event to what `event_seen` matches on.
-pub fn seen_event(event: &bollard::models::EventMessage) -> Option<SeenEvent> {
-    let object = event.typ.as_ref().map(enum_str)?;
-    let action = event.action.clone()?;
-    // "kill" events carry the signal in attributes, "exec_start: sh" carries the command: keep the verb.
-    let action = action.split(':').next().unwrap_or(&action).trim().to_owned();
-    let actor = event.actor.clone().unwrap_or_default();
-    let attrs = actor.attributes.unwrap_or_default();
-    let name = match object.as_str() {
-        "volume" => actor.id.clone().unwrap_or_default(),
-        _ => attrs.get("name").cloned().or(actor.id.clone()).unwrap_or_default(),
-    };
-    let image = if object == "container" { attrs.get("image").cloned() } else { None };
-    Some(SeenEvent { object, action, name, image })
-}
-
-fn matches_event(e: &SeenEvent, object: EventObject, name: &str, action: &str, image: Option<&str>) -> bool {
-    e.object == object.as_str()
-        && e.action == action
-        && (e.name == name || normalize_image(&e.name) == normalize_image(name) && object == EventObject::Image)
-        && image.is_none_or(|want| e.image.as_deref().is_some_and(|have| normalize_image(have) == normalize_image(want)))
-}
-
-fn past_tense(action: &str) -> String {
-    match action {
-        "create" => "created".into(),
-        "start" => "started".into(),
-        "pause" => "paused".into(),
-        "unpause" => "unpaused".into(),
-        "stop" => "stopped with docker stop".into(),
-        "kill" => "killed".into(),
-        "die" => "exited".into(),
-        "destroy" | "delete" => "removed".into(),
-        "restart" => "restarted".into(),
-        "oom" => "killed for running out of memory".into(),
-        "rename" => "renamed".into(),
-        "connect" => "connected".into(),
-        "disconnect" => "disconnected".into(),
-        "mount" => "mounted".into(),
-        "tag" => "tagged".into(),
-        other => format!("through a {other} event"),
-    }
-}
-
-async fn event_seen(g: &Grader, object: EventObject, name: &str, action: &str, image: Option<&str>) -> Outcome {
-    let seen = |g: &Grader| lock(&g.state).events.iter().any(|e| matches_event(e, object, name, action, image));
-    if seen(g) {
-        return pass();
-    }
-    // Not seen live (yet): ask the engine's own event history since the session began.
-    // With nanoseconds: an event from this very second must count.
-    let now = time::OffsetDateTime::now_utc();
-    let now = format!("{}.{:09}", now.unix_timestamp(), now.nanosecond());
-    let filters = HashMap::from([
-        ("type".to_owned(), vec![object.as_str().to_owned()]),
-        ("event".to_owned(), vec![action.to_owned()]),
-    ]);
-    let options = EventsOptions { since: Some(g.since.to_string()), until: Some(now), filters: Some(filters) };
-    let mut stream = g.docker.events(Some(options));
-    let history = tokio::time::timeout(PROBE_TIMEOUT, async {
-        let mut got = Vec::new();
-        while let Some(item) = stream.next().await {
-            got.push(item?);
-        }
-        Ok::<_, EngineError>(got)
-    })
-    .await;
-    match history {
-        Ok(Ok(events)) => {
-            let mut state = lock(&g.state);
-            state.events.extend(events.iter().filter_map(seen_event));
-        }
-        Ok(Err(err)) => {
-            if let Lookup::Other(outcome @ Outcome::Unknown(_)) = lookup_error(err, "the engine's events") {
-                return outcome;
-            }
-        }
-        Err(_) => return Outcome::Unknown(ENGINE_DOWN.to_owned()),
-    }
-    if seen(g) {
-        return pass();
-    }
-    let what = match (object, image) {
-        (EventObject::Container, Some(image)) => format!("container {name} (from {image})"),
-        _ => format!("{} {name}", object.as_str()),
-    };
-    fail(format!("{what} has not been {} since the lab started", past_tense(action)))
 }

@@ -13,7 +13,7 @@ use sandbox::MachineInfo;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use super::{evaluate, lock, BackendShell, Grader, Scope, TaskReport, TaskStatus};
+use super::{lock, BackendShell, Grader, Scope, TaskReport, TaskStatus};
 use crate::app::AppState;
 use crate::registry::Session;
 use crate::terminal::protocol::{PublishedPort, ServerControl};
@@ -22,13 +22,6 @@ use crate::terminal::protocol::{PublishedPort, ServerControl};
 pub const TICK: Duration = Duration::from_secs(2);
 /// Wait before following the events again after the stream broke (dockerd restarting).
 const EVENTS_RETRY: Duration = Duration::from_secs(1);
-
-/// Engine actions that change nothing a check looks at; probes cause some of them (`docker exec`
-/// for pings, archive reads, image exports), so reacting to them would grade in a loop.
-const QUIET_ACTIONS: &[&str] = &[
-    "exec_create", "exec_start", "exec_die", "exec_detach", "top", "resize", "attach", "detach",
-    "archive-path", "extract-to-dir", "copy", "export", "save", "health_status",
-];
 
 /// Per-session grading state, for every session of this server.
 #[derive(Default)]
@@ -192,10 +185,10 @@ async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
         tokio::select! {
             item = stream.next() => match item {
                 Some(Ok(event)) => {
-                    let mut relevant = note(&live.grader, &event);
+                    let mut relevant = live.grader.note_event(&event);
                     // Take whatever else already arrived, then grade once for all of it.
                     while let Some(Some(Ok(more))) = stream.next().now_or_never() {
-                        relevant |= note(&live.grader, &more);
+                        relevant |= live.grader.note_event(&more);
                     }
                     if relevant {
                         refresh(&state, &session, &live, Scope::All).await;
@@ -239,12 +232,4 @@ async fn publish_ports(session: &Session, live: &LiveSession, last: &mut Option<
         session.terminal.publish_control(ServerControl::Ports { ports: ports.clone() });
         *last = Some(ports);
     }
-}
-
-/// Records an event; says whether it may change a grade.
-fn note(grader: &Grader, event: &bollard::models::EventMessage) -> bool {
-    let Some(seen) = evaluate::seen_event(event) else { return false };
-    let quiet = QUIET_ACTIONS.contains(&seen.action.as_str());
-    grader.record_event(seen);
-    !quiet
 }

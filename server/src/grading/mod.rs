@@ -9,13 +9,24 @@
 //! cannot be evaluated because something is missing (the learner deleted a container) fails with
 //! a sentence; only an engine that does not answer at all leaves a task `pending`.
 //!
-//! Tasks are sticky within a session: once done, a task stays done even when a later step undoes
-//! what it checked (removing the container the first task created is often the next task).
+//! Two kinds of task (`lessons/README.md` has the rule for authors):
+//! - a **state task** is true of the machine now: it is shown done only while all its checks
+//!   hold, and goes back to not done when the learner undoes it;
+//! - a **history task** is something that happened: once done, it stays done for the session. Its
+//!   event checks are decided from the engine's event sequence, per container instance (id) and in
+//!   the order written; its other checks count only at a *settled* evaluation, one made after the
+//!   engine has been quiet for [`SETTLE`], never between the events of one command (`docker run
+//!   -d` creates, then starts: "created, not started" is only a moment there).
+//!
+//! An exercise is complete when one evaluation reports every task done: all its state tasks hold
+//! together, and all its history tasks happened. While the engine does not answer, every task not
+//! already done says so ([`ENGINE_DOWN`]), whatever else its checks would have said.
 //! [`live`] keeps a grader per ready session, re-evaluates on engine events and on a short tick,
 //! and pushes changes to the terminal's viewers.
 
 pub mod dockerfile;
 mod evaluate;
+mod history;
 pub mod live;
 pub mod routes;
 mod session;
@@ -37,6 +48,15 @@ pub use session::{prepare_machine, PrepareError};
 pub const ENGINE_API: &ClientVersion = &ClientVersion { major_version: 1, minor_version: 41 };
 /// Timeout for one engine request, in seconds.
 const ENGINE_TIMEOUT_S: u64 = 10;
+/// How long the engine must have been quiet (no event a check cares about) before a history task
+/// may be marked done.
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// What every task not done yet says while the session's engine does not answer.
+pub const ENGINE_DOWN: &str = "the Docker engine is not running (is the session machine still up?)";
+/// Most events remembered per session (the oldest go first).
+const MAX_EVENTS: usize = 20_000;
+/// Shown on a history task whose checks hold, until the engine has been quiet for [`SETTLE`].
+const SETTLING: &str = "this holds now; it counts once Docker has been idle for a moment";
 
 /// A task's state as the page shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,8 +141,13 @@ pub enum Outcome {
 pub struct SeenEvent {
     pub object: String,
     pub action: String,
+    /// The container's, network's or image's name (a volume's is its id).
     pub name: String,
+    /// The object's id: which container *instance* it was.
+    pub id: String,
     pub image: Option<String>,
+    /// When the engine says it happened, in nanoseconds since the epoch.
+    pub time_nano: i64,
 }
 
 /// Grades one session's exercise. Cheap to share behind an `Arc`.
@@ -137,12 +162,17 @@ pub struct Grader {
 
 #[derive(Default)]
 struct GradeState {
-    /// Events seen since `since` (from the live stream and from history queries).
-    events: HashSet<SeenEvent>,
-    /// Tasks that passed once in this session.
-    passed: HashSet<String>,
+    /// Events seen since `since` (from the live stream and from history queries), in the order
+    /// the engine reported them.
+    events: Vec<SeenEvent>,
+    /// History tasks done in this session (state tasks are never remembered: they are re-asked).
+    history_done: HashSet<String>,
     /// Last outcome per (task, check index), reused by `Scope::Tick`.
     last: HashMap<(String, usize), Outcome>,
+    /// When the live stream last brought an event that may change a grade.
+    last_change: Option<Instant>,
+    /// When the last `Scope::All` evaluation began (the answers `Scope::Tick` reuses are that old).
+    last_all: Option<Instant>,
     /// Image id → whether it holds a shell (image contents never change).
     shells: HashMap<String, Option<String>>,
     /// Image id → its layers.
@@ -182,40 +212,64 @@ impl Grader {
         self.since
     }
 
-    /// Remembers an event from the live stream.
-    pub fn record_event(&self, event: SeenEvent) {
-        lock(&self.state).events.insert(event);
+    /// Remembers an event from the live stream; says whether it may change a grade. The
+    /// grader's own probes (quiet actions, and containers its checks run, labelled
+    /// `docklab.grader=1`) do not: reacting to them would grade in a loop, and would keep the
+    /// engine from ever looking settled.
+    pub fn note_event(&self, event: &bollard::models::EventMessage) -> bool {
+        let Some(seen) = history::seen_event(event) else { return false };
+        let changes = !history::QUIET_ACTIONS.contains(&seen.action.as_str()) && !history::from_grader(event);
+        self.record_event(seen, changes);
+        changes
+    }
+
+    /// Remembers an event from the live stream; `changes` says whether it may change a grade
+    /// (history tasks wait until such events have stopped for [`SETTLE`]).
+    pub fn record_event(&self, event: SeenEvent, changes: bool) {
+        let mut state = lock(&self.state);
+        if changes {
+            state.last_change = Some(Instant::now());
+        }
+        state.remember(std::iter::once(event));
     }
 
     /// Evaluates every task of `exercise` (checks run concurrently) and returns the reports.
     #[tracing::instrument(name = "grade", skip_all, fields(session = %self.session, exercise = %exercise.id, ?scope))]
     pub async fn grade(&self, exercise: &Exercise, scope: Scope) -> Vec<TaskReport> {
         let started = Instant::now();
-        let passed = lock(&self.state).passed.clone();
+        let (done, change_before) = {
+            let mut state = lock(&self.state);
+            if scope == Scope::All {
+                state.last_all = Some(started);
+            }
+            (state.history_done.clone(), (state.last_change, state.last_all))
+        };
+        let report = |task: &lessons::Task, status, detail: String| TaskReport { id: task.id.clone(), title: task.title.clone(), status, detail };
+        // A dead engine outranks every other detail: a script's "there is no container named x"
+        // would only be the engine not answering.
+        if let Err(err) = self.docker.ping().await {
+            tracing::debug!(error = %err, "the engine does not answer its ping");
+            return exercise
+                .tasks
+                .iter()
+                .map(|task| match done.contains(&task.id) {
+                    true => report(task, TaskStatus::Passed, String::new()),
+                    false => report(task, TaskStatus::Pending, ENGINE_DOWN.to_owned()),
+                })
+                .collect();
+        }
         let tasks = exercise.tasks.iter().map(|task| {
-            let done = passed.contains(&task.id);
+            let done = done.contains(&task.id);
             async move {
                 if done {
-                    return TaskReport { id: task.id.clone(), title: task.title.clone(), status: TaskStatus::Passed, detail: String::new() };
+                    return (report(task, TaskStatus::Passed, String::new()), false);
                 }
-                let checks = task.checks.iter().enumerate().map(|(i, check)| async move {
-                    let key = (task.id.clone(), i);
-                    if scope == Scope::Tick && check.trigger() == Trigger::Events {
-                        if let Some(last) = lock(&self.state).last.get(&key).cloned() {
-                            return last;
-                        }
-                    }
-                    let outcome = evaluate::check(self, check).await;
-                    lock(&self.state).last.insert(key, outcome.clone());
-                    outcome
-                });
-                let outcomes = futures::future::join_all(checks).await;
-                let report = |status, detail: String| TaskReport { id: task.id.clone(), title: task.title.clone(), status, detail };
-                if let Some(Outcome::Fail(detail)) = outcomes.iter().find(|o| matches!(o, Outcome::Fail(_))) {
-                    return report(TaskStatus::Failed, detail.clone());
-                }
+                let outcomes = self.task_outcomes(task, scope).await;
                 if let Some(Outcome::Unknown(detail)) = outcomes.iter().find(|o| matches!(o, Outcome::Unknown(_))) {
-                    return report(TaskStatus::Pending, detail.clone());
+                    return (report(task, TaskStatus::Pending, detail.clone()), false);
+                }
+                if let Some(Outcome::Fail(detail)) = outcomes.iter().find(|o| matches!(o, Outcome::Fail(_))) {
+                    return (report(task, TaskStatus::Failed, detail.clone()), false);
                 }
                 let detail = outcomes
                     .iter()
@@ -225,18 +279,89 @@ impl Grader {
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
-                report(TaskStatus::Passed, detail)
+                (report(task, TaskStatus::Passed, detail), task.history)
             }
         });
-        let reports = futures::future::join_all(tasks).await;
+        let mut graded: Vec<(TaskReport, bool)> = futures::future::join_all(tasks).await;
+        let mut engine_down = graded.iter().any(|(r, _)| r.status == TaskStatus::Pending && r.detail == ENGINE_DOWN);
+        if engine_down && self.docker.ping().await.is_ok() {
+            engine_down = false;
+        }
         {
             let mut state = lock(&self.state);
-            for r in reports.iter().filter(|r| r.status == TaskStatus::Passed) {
-                state.passed.insert(r.id.clone());
+            // Settled: no change in the last SETTLE, none while grading, and the reused answers
+            // (Scope::Tick) were asked after the last change.
+            let (change, all) = change_before;
+            let quiet = change.is_none_or(|t| started.duration_since(t) >= SETTLE);
+            let fresh = scope == Scope::All || change.is_none_or(|t| all.is_some_and(|a| a > t));
+            let settled = quiet && fresh && state.last_change == change;
+            for (r, history) in graded.iter_mut() {
+                if engine_down && r.status != TaskStatus::Passed {
+                    r.status = TaskStatus::Pending;
+                    r.detail = ENGINE_DOWN.to_owned();
+                }
+                if !*history || r.status != TaskStatus::Passed {
+                    continue;
+                }
+                if settled {
+                    state.history_done.insert(r.id.clone());
+                } else {
+                    r.status = TaskStatus::Pending;
+                    r.detail = SETTLING.to_owned();
+                }
             }
         }
         tracing::debug!(elapsed = ?started.elapsed(), "graded");
-        reports
+        graded.into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// One task's check outcomes, in order. Container event checks naming the same container
+    /// are decided together: one instance of it must have done them all, in the order written,
+    /// and it must be the instance that exists now when the task also inspects that container.
+    async fn task_outcomes(&self, task: &lessons::Task, scope: Scope) -> Vec<Outcome> {
+        let groups = history::event_groups(task);
+        let checks = task.checks.iter().enumerate().map(|(i, check)| {
+            let groups = &groups;
+            async move {
+                let key = (task.id.clone(), i);
+                let group = groups.iter().find(|g| g.checks.contains(&i));
+                if group.is_some_and(|g| g.checks[0] != i) {
+                    // Decided with the first check of its group.
+                    return Outcome::Pass(String::new());
+                }
+                if scope == Scope::Tick && check.trigger() == Trigger::Events {
+                    if let Some(last) = lock(&self.state).last.get(&key).cloned() {
+                        return last;
+                    }
+                }
+                let outcome = match group {
+                    Some(group) => history::container_history(self, group).await,
+                    None => evaluate::check(self, check).await,
+                };
+                lock(&self.state).last.insert(key, outcome.clone());
+                outcome
+            }
+        });
+        futures::future::join_all(checks).await
+    }
+}
+
+impl GradeState {
+    /// Adds events not seen yet, keeping them in the engine's order.
+    fn remember(&mut self, events: impl IntoIterator<Item = SeenEvent>) {
+        let mut added = false;
+        for e in events {
+            let known = self.events.iter().rev().any(|k| k.time_nano == e.time_nano && k.id == e.id && k.action == e.action && k.object == e.object);
+            if !known {
+                self.events.push(e);
+                added = true;
+            }
+        }
+        if added {
+            self.events.sort_by_key(|e| e.time_nano);
+            let over = self.events.len().saturating_sub(MAX_EVENTS);
+            self.events.drain(..over);
+        }
     }
 }
 

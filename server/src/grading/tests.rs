@@ -99,6 +99,7 @@ async fn lab() -> Lab {
     let engine = FakeEngine::start().await;
     let shell = Arc::new(FakeShell::default());
     let grader = Grader::connect("s1", &engine.socket, shell.clone(), 1_700_000_000).unwrap();
+    engine.raw("/_ping", b"OK".to_vec(), "text/plain");
     Lab { engine, shell, grader }
 }
 
@@ -553,14 +554,14 @@ async fn event_seen_from_the_live_stream_or_the_engines_history() {
     // From the live stream: `kill` events carry the signal in attributes; the verb is what counts.
     let live: bollard::models::EventMessage =
         serde_json::from_value(event("container", "kill", "c2", json!({"name": "sleeper", "signal": "9"}))).unwrap();
-    lab.grader.record_event(evaluate::seen_event(&live).unwrap());
+    assert!(lab.grader.note_event(&live));
     lab.passes(&Check::EventSeen { object: EventObject::Container, name: "sleeper".into(), action: "kill".into(), image: None }).await;
 }
 
 #[tokio::test]
 async fn script_checks_pass_on_exit_zero_and_say_why_not() {
     let lab = lab().await;
-    let script = Check::Script { run: "test -f ~/done && echo all good".into(), timeout_s: 5 };
+    let script = Check::Script { run: "test -f ~/done && echo all good".into(), timeout_s: 5, on_tick: true };
     lab.shell.on("test -f ~/done", out(1, "", ""));
     assert_eq!(lab.fails(&script).await, "the check script exited with code 1");
     lab.shell.on("test -f ~/done", out(1, "no ~/done yet\n", ""));
@@ -589,12 +590,13 @@ fn exercise(tasks: Vec<(&str, Vec<Check>)>) -> Exercise {
 }
 
 #[tokio::test]
-async fn tasks_are_sticky_and_the_tick_only_reruns_file_checks() {
+async fn state_tasks_hold_only_while_true_and_the_tick_only_reruns_file_checks() {
     let lab = lab().await;
     let ex = exercise(vec![
         ("create", vec![Check::VolumeExists { volume: "app-data".into(), driver: None }]),
         ("file", vec![Check::FileContent { volume: None, container: None, path: "/root/note".into(), contains: Some("hi".into()), equals: None }]),
     ]);
+    assert!(!ex.tasks[0].history, "a task of state checks is a state task");
     let reports = lab.grader.grade(&ex, Scope::All).await;
     assert_eq!(reports[0], TaskReport { id: "create".into(), title: "Task create".into(), status: TaskStatus::Failed, detail: "there is no volume named app-data".into() });
     assert_eq!(reports[1].status, TaskStatus::Failed);
@@ -606,12 +608,68 @@ async fn tasks_are_sticky_and_the_tick_only_reruns_file_checks() {
     assert_eq!((reports[0].status, reports[1].status), (TaskStatus::Failed, TaskStatus::Passed));
     let reports = lab.grader.grade(&ex, Scope::All).await;
     assert_eq!(reports[0].status, TaskStatus::Passed);
+    assert_eq!(serde_json::to_value(&reports[0]).unwrap(), json!({"id": "create", "title": "Task create", "status": "passed", "detail": ""}));
 
-    // Undoing the work later does not undo the task.
+    // Undoing the work undoes the task: a state task is true of the machine now.
     lab.engine.remove("/volumes/app-data");
     let reports = lab.grader.grade(&ex, Scope::All).await;
-    assert_eq!(reports[0].status, TaskStatus::Passed);
-    assert_eq!(serde_json::to_value(&reports[0]).unwrap(), json!({"id": "create", "title": "Task create", "status": "passed", "detail": ""}));
+    assert_eq!(reports[0].status, TaskStatus::Failed);
+    assert_eq!(reports[0].detail, "there is no volume named app-data");
+}
+
+#[tokio::test]
+async fn history_tasks_count_once_the_engine_settled_and_then_stay_done() {
+    let lab = lab().await;
+    let mut ex = exercise(vec![("create", vec![Check::VolumeExists { volume: "app-data".into(), driver: None }])]);
+    ex.tasks[0].history = true;
+    lab.engine.json("/volumes/app-data", json!({"Driver": "local", "Labels": null, "Mountpoint": "/m", "Name": "app-data", "Options": null, "Scope": "local"}));
+    // An event just arrived (the learner's command may still be running): not counted yet.
+    let live: bollard::models::EventMessage = serde_json::from_value(event("volume", "create", "app-data", json!({"driver": "local"}))).unwrap();
+    assert!(lab.grader.note_event(&live));
+    let reports = lab.grader.grade(&ex, Scope::All).await;
+    assert_eq!(reports[0].status, TaskStatus::Pending, "{}", reports[0].detail);
+    // The grader's own containers and quiet actions do not count as changes.
+    let own: bollard::models::EventMessage = serde_json::from_value(event("container", "start", "p1", json!({"name": "x", "docklab.grader": "1"}))).unwrap();
+    assert!(!lab.grader.note_event(&own));
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].status, TaskStatus::Passed);
+    // Done: undoing it later does not undo a history task.
+    lab.engine.remove("/volumes/app-data");
+    assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].status, TaskStatus::Passed);
+}
+
+#[tokio::test]
+async fn a_tasks_container_events_must_come_from_one_instance_in_order() {
+    let lab = lab().await;
+    let step = |action: &str| Check::EventSeen { object: EventObject::Container, name: "box".into(), action: action.into(), image: None };
+    let mut ex = exercise(vec![("start-pause", vec![step("start"), step("pause"), step("unpause")])]);
+    ex.tasks[0].history = true;
+    // c1 was started and paused, then removed; c2, a new box, was only unpaused: no one box did it all.
+    let history = [
+        event("container", "start", "c1", json!({"name": "box"})),
+        event("container", "pause", "c1", json!({"name": "box"})),
+        event("container", "destroy", "c1", json!({"name": "box"})),
+        event("container", "unpause", "c2", json!({"name": "box"})),
+    ];
+    let body: String = history.iter().map(|e| format!("{e}\n")).collect();
+    lab.engine.raw("/events", body.into_bytes(), "application/json");
+    let reports = lab.grader.grade(&ex, Scope::All).await;
+    assert_eq!(reports[0].status, TaskStatus::Failed);
+    assert_eq!(
+        reports[0].detail,
+        "container box has not been unpaused since it was paused (no one container did every step; each is judged on its own history)"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_engine_outranks_every_other_detail() {
+    let lab = lab().await;
+    let ex = exercise(vec![("capped", vec![Check::Script { run: "docker inspect capped || echo there is no container named capped".into(), timeout_s: 5, on_tick: true }])]);
+    lab.shell.on("docker inspect capped", out(1, "there is no container named capped\n", ""));
+    assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].detail, "there is no container named capped");
+    lab.engine.remove("/_ping");
+    let report = lab.grader.grade(&ex, Scope::All).await.remove(0);
+    assert_eq!((report.status, report.detail.as_str()), (TaskStatus::Pending, ENGINE_DOWN));
 }
 
 #[tokio::test]
@@ -625,6 +683,6 @@ async fn an_engine_that_does_not_answer_leaves_tasks_pending_not_failed() {
     let ex = exercise(vec![("create", vec![Check::VolumeExists { volume: "app-data".into(), driver: None }])]);
     let reports = grader.grade(&ex, Scope::All).await;
     assert_eq!(reports[0].status, TaskStatus::Pending);
-    assert!(reports[0].detail.contains("not answering"), "{}", reports[0].detail);
+    assert_eq!(reports[0].detail, ENGINE_DOWN);
     assert!(matches!(Grader::connect("s1", &dir.path().join("nope.sock"), Arc::new(FakeShell::default()), 0), Err(GradingError::Connect { .. })));
 }
