@@ -23,6 +23,8 @@ pub mod network;
 pub mod pty;
 pub mod registry;
 pub mod relay;
+pub mod engine_relay;
+pub mod hostile;
 pub mod services;
 pub mod setup;
 pub mod spec;

@@ -1,9 +1,10 @@
 //! `SessionManager`: the real [`MachineBackend`], one session machine per learner and exercise.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
@@ -13,6 +14,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::backend::*;
 use crate::cgroup::{Layout, Limits, MachineCgroup};
 use crate::config::SandboxConfig;
+use crate::engine_relay::{EngineRelay, EngineTarget, TargetRoot};
 use crate::error::SandboxError;
 use crate::spec::{build_spec, MachineRecord, UID_RANGE};
 
@@ -22,6 +24,10 @@ pub const UID_BASE: u32 = 200_000;
 pub const UID_SLOTS: u32 = 4096;
 /// Most output kept per stream of an exec; the rest is cut with a note.
 const EXEC_OUTPUT_MAX: usize = 1 << 20;
+/// Most bytes read of one of init's control files (`state`, `crashes`) in a machine.
+const CONTROL_FILE_CAP: usize = 4096;
+/// Time allowed to read one control file.
+const CONTROL_FILE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct SessionManager {
     cfg: SandboxConfig,
@@ -30,6 +36,12 @@ pub struct SessionManager {
     alloc: Mutex<()>,
     /// Whether the host bridge and firewall table have been set up by this process.
     network_ready: Mutex<bool>,
+    /// The engine relay of every machine this process created or adopted (the grader's only
+    /// way to a machine's Docker engine).
+    relays: Mutex<HashMap<String, EngineRelay>>,
+    /// Machines whose control files are being read right now: a read still running is not
+    /// started again (each runs on a blocking thread).
+    status_reads: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Ids are used as directory and cgroup names: keep them to a safe alphabet.
@@ -49,7 +61,19 @@ impl SessionManager {
         }
         let layout = Layout::detect(Path::new("/sys/fs/cgroup")).map_err(|e| e.to_string());
         let self_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        Ok(SessionManager { cfg, layout, self_cgroup, alloc: Mutex::new(()), network_ready: Mutex::new(false) })
+        let engines = cfg.state_dir.join("engines");
+        fs::create_dir_all(&engines).map_err(|e| SandboxError::io("creating", &engines, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&engines, fs::Permissions::from_mode(0o700)).map_err(|e| SandboxError::io("making root-only", &engines, e))?;
+        Ok(SessionManager {
+            cfg,
+            layout,
+            self_cgroup,
+            alloc: Mutex::new(()),
+            network_ready: Mutex::new(false),
+            relays: Mutex::new(HashMap::new()),
+            status_reads: Arc::new(Mutex::new(HashSet::new())),
+        })
     }
 
     pub fn config(&self) -> &SandboxConfig {
@@ -155,11 +179,9 @@ impl SessionManager {
             owner: crate::spec::Owner::current(),
         };
         rec.save()?;
-        for (d, owned) in [(rec.control_dir(), true), (rec.rootfs(), false), (rec.lower(), false), (rec.disk_dir(), false)] {
+        // Nothing here is the machine's to write: its /run/docklab is a tmpfs of its own.
+        for d in [rec.rootfs(), rec.lower(), rec.disk_dir()] {
             fs::create_dir_all(&d).map_err(|e| SandboxError::io("creating", &d, e))?;
-            if owned {
-                std::os::unix::fs::chown(&d, Some(uid_base), Some(uid_base)).map_err(|e| SandboxError::io("chown", &d, e))?;
-            }
         }
         if let Some(bytes) = rec.disk_bytes {
             make_disk_image(&rec.disk_image(), bytes)?;
@@ -216,7 +238,19 @@ impl SessionManager {
     }
 
     fn teardown(&self, rec: &MachineRecord) -> Result<(), SandboxError> {
+        lock(&self.relays).remove(&rec.id);
         teardown(&self.cfg.state_dir, rec)
+    }
+
+    /// Starts the machine's engine relay (replacing one this process ran before).
+    fn start_relay(&self, rec: &MachineRecord) -> Result<(), SandboxError> {
+        let pid = rec.init_pid().ok_or_else(|| SandboxError::NotRunning { id: rec.id.clone() })?;
+        let target = EngineTarget { id: rec.id.clone(), root: TargetRoot::Init { pid, uid: rec.uid_base } };
+        let mut relays = lock(&self.relays);
+        relays.remove(&rec.id);
+        let relay = EngineRelay::start(&rec.docker_socket(), target).map_err(|e| SandboxError::StartFailed { id: rec.id.clone(), reason: e.to_string() })?;
+        relays.insert(rec.id.clone(), relay);
+        Ok(())
     }
 
     /// Connects to the machine's login shell, starting it (behind its relay) if none runs.
@@ -284,6 +318,7 @@ fn teardown(state_dir: &Path, rec: &MachineRecord) -> Result<(), SandboxError> {
     // The host end of the veth goes with the machine's netns; make sure, as the kernel does it lazily.
     if let Some(net) = &rec.net {
         crate::network::remove_veth(&net.veth);
+        crate::network::unpin_port(&net.bridge, &net.veth, net.address);
     }
     // Every mount of a machine lives in its own mount namespaces and is gone with its last
     // process; if one shows up in ours something is wrong, so say so rather than delete under it.
@@ -294,6 +329,7 @@ fn teardown(state_dir: &Path, rec: &MachineRecord) -> Result<(), SandboxError> {
         }
     }
     remove_tree(&rec.session_dir).map_err(|e| SandboxError::Teardown { id: id.clone(), reason: e })?;
+    let _ = fs::remove_file(rec.docker_socket());
     free_uid_slot(state_dir, rec.uid_slot, id);
     Ok(())
 }
@@ -463,6 +499,16 @@ async fn stop_helper(child: &mut tokio::process::Child) {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a machine wrote, as one line of printable text (no control characters: it goes into
+/// the server's log and the learner's terminal).
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 fn init_alive(rec: &MachineRecord) -> bool {
     let Some(pid) = rec.init_pid() else {
         return false;
@@ -537,7 +583,7 @@ impl MachineBackend for SessionManager {
                     return Err(e);
                 }
             };
-            if let Err(e) = self.start(&rec).await {
+            if let Err(e) = self.start(&rec).await.and_then(|()| self.start_relay(&rec)) {
                 warn!(error = %e, "machine failed to start; removing it");
                 if let Err(cleanup) = self.teardown(&rec) {
                     return Err(SandboxError::StartFailed { id: id.into(), reason: format!("{e}; cleaning up also failed: {cleanup}") });
@@ -623,6 +669,7 @@ impl MachineBackend for SessionManager {
                 }
                 Err(e) => return Err(e),
             };
+            lock(&self.relays).remove(id);
             let state_dir = self.cfg.state_dir.clone();
             let result = tokio::task::spawn_blocking(move || teardown(&state_dir, &rec))
                 .await
@@ -648,16 +695,45 @@ impl MachineBackend for SessionManager {
         }
         rec.owner = crate::spec::Owner::current();
         rec.save()?;
+        self.start_relay(&rec)?;
         info!(id, "machine adopted");
         Ok(machine_info(&rec, Duration::ZERO))
     }
 
     async fn docker_status(&self, id: &str) -> Option<String> {
-        validate_id(id).ok()?;
-        let dir = self.session_dir(id).join("control");
-        let state = fs::read_to_string(dir.join("state")).ok()?;
-        let crashes = fs::read_to_string(dir.join("crashes")).unwrap_or_else(|_| "0".into());
-        Some(format!("{} | {}", state.trim(), crashes.trim()).chars().take(300).collect())
+        // Both files are the machine's to write, so its root may have put anything there: they
+        // are read through its init's root, never following a link, only if they are small
+        // regular files of the machine's root, on a blocking thread, with a cap and a timeout.
+        let rec = self.record(id).ok()?;
+        let pid = rec.init_pid()?;
+        if !lock(&self.status_reads).insert(id.to_string()) {
+            return None;
+        }
+        let reads = self.status_reads.clone();
+        let (uid, key) = (rec.uid_base, id.to_string());
+        let task = tokio::task::spawn_blocking(move || {
+            let read = || -> Result<(Vec<u8>, Option<Vec<u8>>), crate::hostile::HostileError> {
+                let root = crate::hostile::MachineRoot::of_init(pid, uid)?;
+                let state = root.read_file(Path::new("/run/docklab/state"), CONTROL_FILE_CAP)?;
+                Ok((state, root.read_file(Path::new("/run/docklab/crashes"), CONTROL_FILE_CAP).ok()))
+            };
+            let out = read();
+            lock(&reads).remove(&key);
+            out
+        });
+        let (state, crashes) = match tokio::time::timeout(CONTROL_FILE_TIMEOUT, task).await {
+            Ok(Ok(Ok(read))) => read,
+            Ok(Ok(Err(e))) => {
+                tracing::debug!(id, error = %e, "the machine's control files were not read");
+                return None;
+            }
+            _ => {
+                warn!(id, "reading the machine's control files did not finish in time");
+                return None;
+            }
+        };
+        let crashes = crashes.map(|c| printable(&c)).unwrap_or_else(|| "0".into());
+        Some(format!("{} | {}", printable(&state).trim(), crashes.trim()).chars().take(300).collect())
     }
 
     async fn save_meta(&self, id: &str, meta: &[u8]) -> Result<(), SandboxError> {
@@ -733,6 +809,12 @@ mod tests {
         for bad in ["", "../x", "A", "a b", "a\0b", &"x".repeat(65)] {
             assert!(validate_id(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn control_text_is_one_printable_line() {
+        assert_eq!(printable(b"ready\n"), "ready ");
+        assert_eq!(printable(b"1 dockerd\x1b[2J\rexited\n"), "1 dockerd [2J exited ");
     }
 
     #[test]

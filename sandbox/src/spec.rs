@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{Layout, Limits, MachineCgroup};
 use crate::error::SandboxError;
 
+/// Size cap of the machine's `/run/docklab` tmpfs (init's two small files and a socket).
+const CONTROL_TMPFS_SIZE: &str = "size=1m";
+/// Inode cap of the machine's `/run/docklab` tmpfs.
+const CONTROL_TMPFS_INODES: &str = "nr_inodes=64";
+
 /// Size of every machine's uid and gid range.
 pub const UID_RANGE: u32 = 65_536;
 
@@ -114,12 +119,13 @@ impl MachineRecord {
     pub fn docker_dir(&self) -> PathBuf {
         self.disk_dir().join("docker")
     }
-    /// Shared with the machine as `/run/docklab`: the Docker socket and init's state file.
-    pub fn control_dir(&self) -> PathBuf {
-        self.session_dir.join("control")
-    }
+    /// The host side of the machine's Docker engine: the socket of its engine relay (see
+    /// [`crate::engine_relay`]), `<state>/engines/<id>.sock`, in a directory only host root can
+    /// enter. (The engine itself listens on `/run/docklab/docker.sock` inside the machine, on a
+    /// small tmpfs of the machine's own that the host never sees.)
     pub fn docker_socket(&self) -> PathBuf {
-        self.control_dir().join("docker.sock")
+        let state = self.session_dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+        state.join("engines").join(format!("{}.sock", self.id))
     }
     /// Written by the launcher on the host: `starting`, `ready`, `failed: …`, `stopped: …`.
     pub fn status_path(&self) -> PathBuf {
@@ -201,7 +207,11 @@ pub fn build_spec(rec: &MachineRecord) -> Result<Spec, SandboxError> {
         mount("/run", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=755", "size=65536k"], p)?,
         mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777", "size=524288k"], p)?,
         mount("/var/lib/docker", "bind", &rec.docker_dir().to_string_lossy(), &["rbind"], p)?,
-        mount("/run/docklab", "bind", &rec.control_dir().to_string_lossy(), &["bind", "nosuid", "nodev", "noexec"], p)?,
+        // init's state and crash count and the engine's socket for docklab: the machine's own
+        // small tmpfs (charged to its memory cgroup, capped in bytes and inodes), never a host
+        // directory. The server reads it through the init's root, without following links
+        // (crate::hostile).
+        mount("/run/docklab", "tmpfs", "tmpfs", &["nosuid", "nodev", "noexec", "mode=755", CONTROL_TMPFS_SIZE, CONTROL_TMPFS_INODES], p)?,
         mount("/sys/fs/cgroup", "tmpfs", "cgroup", &["nosuid", "noexec", "nodev", "mode=755"], p)?,
     ]);
     match &rec.cgroup.layout {
@@ -320,6 +330,24 @@ mod tests {
         let pos = |d: &str| mounts.iter().position(|m| m.destination() == Path::new(d)).unwrap();
         assert!(pos("/dev") < pos("/dev/null") && pos("/dev") < pos("/dev/pts"));
         assert!(pos("/sys/fs/cgroup") < pos("/sys/fs/cgroup/memory"));
+    }
+
+    #[test]
+    fn control_dir_is_the_machines_own_capped_tmpfs() {
+        let spec = build_spec(&record()).unwrap();
+        let mounts = spec.mounts().as_ref().unwrap();
+        let control = mounts.iter().find(|m| m.destination() == Path::new("/run/docklab")).unwrap();
+        assert_eq!(control.typ().as_deref(), Some("tmpfs"));
+        let opts = control.options().as_ref().unwrap();
+        assert!(opts.contains(&"size=1m".to_string()) && opts.contains(&"nr_inodes=64".to_string()), "{opts:?}");
+        // No bind mount from the host lands under /run (only devices and the machine's own disk).
+        for m in mounts.iter().filter(|m| m.typ().as_deref() == Some("bind")) {
+            let d = m.destination().to_string_lossy().to_string();
+            assert!(d.starts_with("/dev/") || d == "/var/lib/docker", "{d} is bound from the host");
+        }
+        let pos = |d: &str| mounts.iter().position(|m| m.destination() == Path::new(d)).unwrap();
+        assert!(pos("/run") < pos("/run/docklab"));
+        assert_eq!(record().docker_socket(), Path::new("/var/lib/docklab/engines/abc.sock"));
     }
 
     #[test]
