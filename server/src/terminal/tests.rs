@@ -198,3 +198,96 @@ fn origin_rules() {
     assert!(!check(&site, Some("null"), Some("lab.example")));
     assert!(!check(&default, Some("http://127.0.0.1:8080"), None));
 }
+
+/// Opens the terminal over raw TCP, waits for `ready`, writes `frames`, and returns the close code
+/// the server answers with (`None`: the connection ended without a close frame).
+async fn close_code_for(server: &TestServer, path: &str, frames: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut sent = false;
+    loop {
+        // Frames from the server after the 101 head: text, binary, ping, close.
+        let start = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+        if let Some(mut at) = start {
+            while at + 2 <= buf.len() {
+                let (opcode, len) = (buf[at] & 0x0f, (buf[at + 1] & 0x7f) as usize);
+                let (len, head) = match len {
+                    126 if at + 4 <= buf.len() => (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4),
+                    126 | 127 => break,
+                    n => (n, 2),
+                };
+                if at + head + len > buf.len() {
+                    break;
+                }
+                let payload = &buf[at + head..at + head + len];
+                if opcode == 0x8 {
+                    return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                }
+                if opcode == 0x1 && !sent && String::from_utf8_lossy(payload).contains("\"ready\"") {
+                    tcp.write_all(frames).await.unwrap();
+                    sent = true;
+                }
+                at += head + len;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await.expect("the server went silent") {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A client frame: `first` is the FIN/RSV/opcode byte.
+fn client_frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut out = vec![first];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    if payload.len() < 126 {
+        out.push(mask_bit | payload.len() as u8);
+    } else {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    }
+    if masked {
+        let key = [9u8, 8, 7, 6];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+#[tokio::test]
+async fn protocol_violations_are_answered_with_their_close_codes() {
+    let server = TestServer::start().await;
+    let (id, token) = server.session().await;
+    let path = format!("/api/sessions/{id}/terminal?token={token}");
+    let close = |code: u16, reason: &[u8]| [&code.to_be_bytes()[..], reason].concat();
+    let rows: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unmasked", client_frame(0x82, b"ls", false), 1002),
+        ("reserved bit", client_frame(0xc2, b"ls", true), 1002),
+        ("reserved data opcode", client_frame(0x83, b"", true), 1002),
+        ("reserved control opcode", client_frame(0x8b, b"", true), 1002),
+        ("not UTF-8", client_frame(0x81, &[0xff], true), 1007),
+        ("oversized", client_frame(0x82, &vec![0; 64 * 1024 + 1], true), 1009),
+        ("fragmented ping", client_frame(0x09, b"", true), 1002),
+        ("orphan continuation", client_frame(0x80, b"x", true), 1002),
+        ("interleaved", [client_frame(0x01, b"{", true), client_frame(0x82, b"x", true)].concat(), 1002),
+        ("close code 1005", client_frame(0x88, &close(1005, b""), true), 1002),
+        ("close code 5000", client_frame(0x88, &close(5000, b""), true), 1002),
+        ("1-byte close", client_frame(0x88, &[3], true), 1002),
+        ("ping over 125 bytes", client_frame(0x89, &[0; 126], true), 1002),
+        ("proper close", client_frame(0x88, &close(1000, b"bye"), true), 1000),
+    ];
+    for (what, frames, code) in rows {
+        assert_eq!(close_code_for(&server, &path, &frames).await, Some(code), "{what}");
+    }
+}
