@@ -75,6 +75,9 @@ pub enum Check {
     /// A published port answers an HTTP GET, from the machine, with text containing `contains`.
     PortHttp {
         port: u16,
+        /// The container that must be the one publishing `port` (another container's binding of
+        /// the same port does not count).
+        container: Option<String>,
         #[serde(default = "root_path")]
         path: String,
         contains: String,
@@ -374,7 +377,7 @@ impl Check {
                 }
                 Ok(())
             }
-            Check::PortHttp { port, path, contains } => {
+            Check::PortHttp { port, path, contains, .. } => {
                 if *port == 0 {
                     return Err("`port` must be 1 to 65535".into());
                 }

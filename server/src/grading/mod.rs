@@ -27,7 +27,9 @@
 pub mod dockerfile;
 mod evaluate;
 mod history;
+pub(crate) mod identity;
 pub mod live;
+mod probe;
 pub mod routes;
 mod session;
 
@@ -158,6 +160,8 @@ pub struct Grader {
     /// Unix time (s) from which events count: when the learner got the machine.
     since: i64,
     state: Mutex<GradeState>,
+    /// The grader's own network probes into the machine's containers.
+    probe: probe::Prober,
 }
 
 #[derive(Default)]
@@ -196,7 +200,8 @@ impl Grader {
             connect_err(bollard::errors::Error::SocketNotFoundError(socket.display().to_string()))
         })?;
         let docker = Docker::connect_with_unix(path, ENGINE_TIMEOUT_S, ENGINE_API).map_err(connect_err)?;
-        Ok(Grader { session: session.to_owned(), docker, shell, since, state: Mutex::new(GradeState::default()) })
+        let probe = probe::Prober::new(socket);
+        Ok(Grader { session: session.to_owned(), docker, shell, since, state: Mutex::new(GradeState::default()), probe })
     }
 
     pub fn session(&self) -> &str {

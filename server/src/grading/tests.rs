@@ -297,7 +297,7 @@ async fn networks_and_attachments_in_the_learners_words() {
 }
 
 #[tokio::test]
-async fn reachability_is_probed_from_inside_the_first_container() {
+async fn reachability_needs_both_containers_running_and_a_machine_to_probe_in() {
     let lab = lab().await;
     let reach = Check::Reachable { from: "auditor".into(), to: "finance".into(), by: Address::Name };
     let apart = Check::NotReachable { from: "login".into(), to: "finance".into(), by: Address::Ip };
@@ -311,24 +311,18 @@ async fn reachability_is_probed_from_inside_the_first_container() {
     finance["NetworkSettings"]["Networks"] = json!({"finance-net": {"IPAddress": "172.18.0.2"}});
     lab.engine.json("/containers/finance/json", finance);
 
-    lab.shell.on("docker exec 'auditor' ping -c 1 -W 1 'finance'", out(1, "", "ping: bad address 'finance'\n"));
-    assert_eq!(lab.fails(&reach).await, "auditor cannot reach finance by name (finance): ping: bad address 'finance'");
-    lab.shell.on("docker exec 'auditor' ping -c 1 -W 1 'finance'", out(0, "1 packets received", ""));
-    lab.passes(&reach).await;
-
-    lab.shell.on("docker exec 'login' ping -c 1 -W 1 '172.18.0.2'", out(0, "1 packets received", ""));
-    assert_eq!(lab.fails(&apart).await, "login reaches finance at 172.18.0.2 (its address on finance-net); they should be kept apart");
-    lab.shell.on("docker exec 'login' ping -c 1 -W 1 '172.18.0.2'", out(1, "1 packets transmitted, 0 packets received", ""));
-    lab.passes(&apart).await;
-
-    lab.shell.on("docker exec 'login'", out(126, "", "OCI runtime exec failed: exec: \"ping\": executable file not found in $PATH"));
-    assert!(lab.fails(&apart).await.starts_with("container login has no ping command to probe with"));
+    // The probe itself is the grader's own, in the containers' network namespaces (real machines:
+    // tests/tests/grading_truth.rs). Nothing runs in the machine's shell, not even the learner's
+    // `ping`; without a machine behind the engine, nothing can be said.
+    lab.shell.on("docker exec", out(0, "1 packets received", ""));
+    let outcome = lab.check(&apart).await;
+    assert!(matches!(&outcome, Outcome::Unknown(d) if d.starts_with("the grader could not probe from login to finance")), "{outcome:?}");
 }
 
 #[tokio::test]
 async fn port_http_needs_a_publisher_and_the_text() {
     let lab = lab().await;
-    let check = Check::PortHttp { port: 8080, path: "/".into(), contains: "Hello from the bind mount".into() };
+    let check = Check::PortHttp { port: 8080, path: "/".into(), contains: "Hello from the bind mount".into(), container: None };
     lab.engine.json("/containers/json", json!([]));
     assert_eq!(lab.fails(&check).await, "no running container publishes port 8080 (docker run -p 8080:…)");
     lab.engine.json("/containers/json", json!([{"Id": "w1", "Names": ["/web"], "Image": "busybox", "ImageID": "sha256:1", "Command": "httpd -f", "Created": 1763928000, "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}], "Labels": {}, "State": "running", "Status": "Up 1 second", "HostConfig": {"NetworkMode": "default"}, "NetworkSettings": {"Networks": {}}, "Mounts": []}]));
@@ -387,7 +381,7 @@ async fn images_exist_have_sizes_configs_and_bases() {
     lab.passes(&Check::ImageBase { image: "slim:1".into(), base: "scratch".into() }).await;
     assert_eq!(
         lab.fails(&Check::ImageBase { image: "slim:1".into(), base: "busybox".into() }).await,
-        "slim:1 is built FROM scratch (or on an image that is gone); it should be built on busybox"
+        "slim:1 is built FROM scratch; it should be built on busybox"
     );
 
     let small = Check::ImageSizeBelow { image: "greeter:1".into(), mb: 1.0 };

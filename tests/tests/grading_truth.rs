@@ -1,0 +1,125 @@
+//! Wrong answers that used to fool the grader, made for real in session machines (as root): each
+//! must leave its check red, and the right answer next to it must turn it green.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use docklab_server::grading::{BackendShell, Grader, Scope, TaskStatus};
+use docklab_tests::{manager, sh, unique_id, Cleanup};
+use lessons::{Catalog, Exercise};
+use sandbox::{MachineBackend, SessionManager};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_docklab-test-helper");
+
+/// A one-task exercise holding `checks`, written as in `exercise.toml`.
+fn exercise(checks: &str) -> Exercise {
+    let dir = std::env::temp_dir().join(unique_id("truth-content"));
+    std::fs::create_dir_all(dir.join("day-24-a/exercises/e")).unwrap();
+    std::fs::write(dir.join("day-24-a/lesson.md"), "+++\nday = 24\ntitle = \"t\"\nsummary = \"s\"\n+++\n").unwrap();
+    let text = format!("title = \"E\"\nbrief = \"B\"\n[[tasks]]\nid = \"t\"\ntitle = \"T\"\nchecks = [\n{checks}\n]\n");
+    std::fs::write(dir.join("day-24-a/exercises/e/exercise.toml"), text).unwrap();
+    let catalog = Catalog::load(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    catalog.exercise("day-24/e").unwrap().clone()
+}
+
+struct Lab {
+    m: Arc<SessionManager>,
+    id: String,
+    socket: std::path::PathBuf,
+    _cleanup: Cleanup,
+}
+
+impl Lab {
+    async fn new(prefix: &str) -> Lab {
+        let m = manager(HELPER);
+        m.health().await.expect("host ready for machines (run `docklab setup` first)");
+        let id = unique_id(prefix);
+        let info = m.create(&id).await.expect("create machine");
+        let cleanup = Cleanup { manager: m.clone(), id: id.clone() };
+        Lab { m, id, socket: info.docker_socket.clone(), _cleanup: cleanup }
+    }
+
+    async fn run(&self, script: &str) {
+        let out = sh(&*self.m, &self.id, script).await;
+        assert_eq!(out.exit_code, 0, "{script}: {out:?}");
+    }
+
+    /// Grades one check from a fresh grader (no memory of earlier passes).
+    async fn grade(&self, check: &str) -> (TaskStatus, String) {
+        let backend: Arc<dyn MachineBackend> = self.m.clone();
+        let shell = Arc::new(BackendShell { backend, id: self.id.clone() });
+        let g = Grader::connect(&self.id, &self.socket, shell, 0).expect("connect to the machine's engine");
+        let started = Instant::now();
+        let report = g.grade(&exercise(check), Scope::All).await.remove(0);
+        println!("{:>5} ms  {check} -> {:?}: {}", started.elapsed().as_millis(), report.status, report.detail);
+        (report.status, report.detail)
+    }
+
+    async fn fails(&self, check: &str) -> String {
+        let (status, detail) = self.grade(check).await;
+        assert_eq!(status, TaskStatus::Failed, "{check} should fail: {detail}");
+        detail
+    }
+
+    async fn passes(&self, check: &str) {
+        let (status, detail) = self.grade(check).await;
+        assert_eq!(status, TaskStatus::Passed, "{check} should pass: {detail}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_is_probed_with_the_graders_own_tools_at_every_address() {
+    let lab = Lab::new("truth-net").await;
+    let apart = r#"{ kind = "not_reachable", from = "login", to = "finance", by = "ip" }"#;
+    let reach = r#"{ kind = "reachable", from = "login", to = "finance", by = "ip" }"#;
+    lab.run("docker run -d --name finance busybox sleep 3600 && docker run -d --name login busybox sleep 3600").await;
+    let why = lab.fails(apart).await;
+    assert!(why.starts_with("login reaches finance at 172.17.") && why.ends_with("they should be kept apart"), "{why}");
+    lab.passes(reach).await;
+
+    // The learner's container's ping is replaced by one that always fails (and the machine's own
+    // ping too): the grader does not use either, so the two are still not kept apart.
+    lab.run("docker exec login sh -c 'rm -f /bin/ping && printf \"#!/bin/sh\\nexit 1\\n\" > /bin/ping && chmod +x /bin/ping' && cp /bin/false /usr/bin/ping").await;
+    let out = sh(&*lab.m, &lab.id, "docker exec login ping -c 1 -W 1 finance").await;
+    assert_ne!(out.exit_code, 0, "the fake ping fails");
+    let why = lab.fails(apart).await;
+    assert!(why.ends_with("they should be kept apart"), "{why}");
+
+    // finance moves to a network of its own, but stays on the default bridge too: its address
+    // on a-net (first in name order) is out of reach, the one on bridge is not.
+    lab.run("docker network create a-net && docker network connect a-net finance").await;
+    let why = lab.fails(apart).await;
+    assert!(why.contains("(its address on bridge)") && why.ends_with("they should be kept apart"), "{why}");
+
+    // The right answer: off the bridge. Every address is out of reach now.
+    lab.run("docker network disconnect bridge finance").await;
+    lab.passes(apart).await;
+    let why = lab.fails(reach).await;
+    assert!(why.starts_with("login cannot reach finance: no answer from 172."), "{why}");
+
+    // By name: resolved by the container's own resolver (Docker's DNS on a-net), and only
+    // counted when the name means finance.
+    let by_name = r#"{ kind = "reachable", from = "auditor", to = "finance" }"#;
+    lab.run("docker run -d --name auditor --network a-net busybox sleep 3600").await;
+    lab.passes(by_name).await;
+    // On the default bridge, names do not resolve (its resolver is Docker's default, outside).
+    let why = lab.fails(r#"{ kind = "reachable", from = "login", to = "auditor" }"#).await;
+    assert!(why.starts_with("login cannot reach auditor by name: the name auditor does not resolve in login"), "{why}");
+    // A name that means another container does not reach finance.
+    lab.run("docker run -d --name decoy --network a-net busybox sleep 3600 && docker run -d --name spy --network a-net --add-host finance:$(docker inspect -f '{{(index .NetworkSettings.Networks \"a-net\").IPAddress}}' decoy) busybox sleep 3600").await;
+    let why = lab.fails(r#"{ kind = "reachable", from = "spy", to = "finance" }"#).await;
+    assert!(why.starts_with("in spy the name finance means 172.") && why.contains("which is not container finance"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_port_counts_only_for_the_container_named() {
+    let lab = Lab::new("truth-port").await;
+    let check = r#"{ kind = "port_http", port = 8080, container = "site", contains = "hello" }"#;
+    // The container the task names runs without -p; another one publishes 8080 with the text.
+    lab.run("mkdir -p /root/www && echo hello > /root/www/index.html && docker run -d --name site -v /root/www:/www busybox httpd -f -p 80 -h /www && docker run -d --name other -p 8080:80 -v /root/www:/www busybox httpd -f -p 80 -h /www && sleep 1").await;
+    let why = lab.fails(check).await;
+    assert_eq!(why, "container site does not publish port 8080 (other does) (docker run -p 8080:…)");
+    lab.run("docker rm -f other site && docker run -d --name site -p 8080:80 -v /root/www:/www busybox httpd -f -p 80 -h /www && sleep 1").await;
+    lab.passes(check).await;
+}
