@@ -1,6 +1,7 @@
 //! Instructor accounts: argon2id password hashes, the `docklab_instructor` login cookie (32 random
 //! bytes; only their SHA-256 is stored) and the per-login CSRF token every state-changing request
-//! must carry (`csrf` form field or `X-CSRF-Token` header).
+//! must carry (`csrf` form field or `X-CSRF-Token` header), derived from the cookie and stored
+//! nowhere.
 //!
 //! Logging in is limited ([`LoginGuard`]): 10 attempts per client address and 30 per account
 //! name, each bucket refilling over 15 minutes (a successful login gives its tokens back), then
@@ -117,10 +118,17 @@ pub fn now() -> i64 {
 
 use crate::extract::cookie_value;
 
+/// A login's CSRF token: derived from the login cookie, so the database keeps neither (only the
+/// cookie's SHA-256, from which this cannot be computed).
+fn csrf_of(cookie_id: &str) -> String {
+    sha256_hex(&format!("docklab-csrf:{cookie_id}"))
+}
+
 /// The logged-in instructor behind a request, if any.
 pub fn current(classroom: &Classroom, headers: &HeaderMap) -> Option<Login> {
     let id = cookie_value(headers, COOKIE).filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))?;
-    classroom.store.login(&sha256_hex(id), now()).ok().flatten()
+    let login = classroom.store.login(&sha256_hex(id), now()).ok().flatten()?;
+    Some(Login { csrf: csrf_of(id), ..login })
 }
 
 /// Checks a name and password; on success stores a new login and returns the `Set-Cookie` value.
@@ -130,8 +138,7 @@ pub fn log_in(classroom: &Classroom, name: &str, password: &str, secure: bool) -
     let ok = verify_password(password, hash);
     let (instructor, _) = found.filter(|_| ok)?;
     let id = hex::encode(rand::random::<[u8; 32]>());
-    let csrf = hex::encode(rand::random::<[u8; 32]>());
-    classroom.store.add_login(&sha256_hex(&id), instructor, &csrf, now() + LOGIN_TTL_S).ok()?;
+    classroom.store.add_login(&sha256_hex(&id), instructor, now() + LOGIN_TTL_S).ok()?;
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; Max-Age={LOGIN_TTL_S}; HttpOnly; SameSite=Strict{secure}")).ok()
 }

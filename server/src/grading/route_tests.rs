@@ -75,7 +75,8 @@ async fn hints_solutions_and_progress_are_recorded_for_the_learners_cookie() {
     assert_eq!(checks["tasks"].as_array().unwrap().len(), 4);
     assert!(checks["tasks"].as_array().unwrap().iter().all(|t| t["status"] == "pending"));
 
-    state.store.task_done(cookie.trim_start_matches("docklab_learner="), "day-27/volumes-lifecycle", "create").unwrap();
+    let learner = crate::store::learner::learner_key(cookie.trim_start_matches("docklab_learner="));
+    state.store.task_done(&learner, "day-27/volumes-lifecycle", "create").unwrap();
     let (_, _, progress) = call(&router, request("GET", "/api/progress", None, Some(&cookie), "")).await;
     let exercise = &progress["exercises"]["day-27/volumes-lifecycle"];
     assert_eq!(exercise["hints_used"].as_array().unwrap().len(), 2, "{progress}");

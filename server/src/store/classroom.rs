@@ -147,6 +147,31 @@ fn member_row(r: &rusqlite::Row) -> Result<MemberRow> {
     })
 }
 
+/// Migrates a database from before secrets were hashed (once, recorded in `docklab_migrations`):
+/// learner ids become their [`super::learner::learner_key`], session tokens their SHA-256, and
+/// stored CSRF tokens are dropped (they are derived from the login cookie now, so logins made
+/// before keep working; an open instructor page needs a reload).
+fn hash_secrets(conn: &Connection) -> Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    if super::migration_done(&tx, "class-secrets-hashed")? {
+        return Ok(());
+    }
+    let rows: Vec<(i64, String, Option<String>)> = {
+        let mut stmt = tx.prepare("SELECT id, learner, token FROM class_members")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_>>()?;
+        rows
+    };
+    for (id, learner, token) in rows {
+        tx.execute(
+            "UPDATE class_members SET learner = ?2, token = ?3 WHERE id = ?1",
+            params![id, super::learner::learner_key(&learner), token.as_deref().map(super::token_hash)],
+        )?;
+    }
+    tx.execute("UPDATE instructor_logins SET csrf = ''", [])?;
+    super::record_migration(&tx, "class-secrets-hashed")?;
+    tx.commit()
+}
+
 impl ClassStore {
     pub fn open(path: &Path) -> Result<ClassStore> {
         super::restrict_db_file(path).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -172,6 +197,7 @@ impl ClassStore {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
             }
         }
+        hash_secrets(&conn)?;
         Ok(ClassStore { conn: Mutex::new(conn) })
     }
 
@@ -197,23 +223,26 @@ impl ClassStore {
             .optional()
     }
 
-    pub fn add_login(&self, id_hash: &str, instructor: i64, csrf: &str, expires_at: i64) -> Result<()> {
+    /// Stores a login by the SHA-256 of its cookie. (The `csrf` column stays empty: the token is
+    /// derived from the cookie, see `classroom::auth`.)
+    pub fn add_login(&self, id_hash: &str, instructor: i64, expires_at: i64) -> Result<()> {
         let conn = self.conn();
         conn.execute("DELETE FROM instructor_logins WHERE expires_at < ?1", params![expires_at - 86400 * 30])?;
         conn.execute(
-            "INSERT INTO instructor_logins (id_hash, instructor, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id_hash, instructor, csrf, expires_at],
+            "INSERT INTO instructor_logins (id_hash, instructor, csrf, expires_at) VALUES (?1, ?2, '', ?3)",
+            params![id_hash, instructor, expires_at],
         )?;
         Ok(())
     }
 
+    /// The login whose cookie hashes to `id_hash`, with an empty `csrf` (the caller derives it).
     pub fn login(&self, id_hash: &str, now: i64) -> Result<Option<Login>> {
         self.conn()
             .query_row(
-                "SELECT l.instructor, i.name, l.csrf FROM instructor_logins l JOIN instructors i ON i.id = l.instructor
+                "SELECT l.instructor, i.name FROM instructor_logins l JOIN instructors i ON i.id = l.instructor
                  WHERE l.id_hash = ?1 AND l.expires_at > ?2",
                 params![id_hash, now],
-                |r| Ok(Login { instructor: r.get(0)?, name: r.get(1)?, csrf: r.get(2)? }),
+                |r| Ok(Login { instructor: r.get(0)?, name: r.get(1)?, csrf: String::new() }),
             )
             .optional()
     }
@@ -313,8 +342,10 @@ impl ClassStore {
         self.conn().query_row("SELECT COUNT(*) FROM class_members WHERE class = ?1", params![class], |r| r.get(0))
     }
 
+    /// Records the member's session; of its token only the SHA-256 is kept.
     pub fn set_member_session(&self, member: i64, session: Option<(&str, &str)>) -> Result<()> {
         let (id, token) = session.unzip();
+        let token = token.map(super::token_hash);
         self.conn()
             .execute("UPDATE class_members SET session = ?2, token = ?3 WHERE id = ?1", params![member, id, token])
             .map(drop)
@@ -463,9 +494,49 @@ mod tests {
         let store = ClassStore::open(&path).unwrap();
         let class = store.class("old").unwrap().unwrap();
         assert_eq!((class.session_minutes, class.memory_mib), (None, None));
-        let m = store.member("old", "l").unwrap().unwrap();
+        assert!(store.member("old", "l").unwrap().is_none(), "the learner's cookie is no longer in the file");
+        let m = store.member("old", &crate::store::learner::learner_key("l")).unwrap().unwrap();
         assert_eq!((m.exercise_index, m.finished_at), (0, None));
         drop(store);
-        ClassStore::open(&path).expect("opening twice migrates nothing twice");
+        let store = ClassStore::open(&path).expect("opening twice migrates nothing twice");
+        assert!(store.member("old", &crate::store::learner::learner_key("l")).unwrap().is_some(), "hashed once, not twice");
+    }
+
+    #[test]
+    fn secrets_are_kept_hashed_and_old_ones_are_hashed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docklab.db");
+        let token = "ab".repeat(32);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "INSERT INTO instructors VALUES (1, 'ada', 'h', 0);
+                 INSERT INTO instructor_logins VALUES ('idhash', 1, 'a-clear-csrf-token', 99999999999);
+                 INSERT INTO classes VALUES ('c', 1, 'C', 'day-24/lifecycle', 3, 'CCC234', 0, 100, NULL, 0);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO class_members (class, learner, display_name, session, token, joined_at) VALUES ('c', 'cookie', 'Ann', 's1', ?1, 7)",
+                params![token],
+            )
+            .unwrap();
+        }
+        let store = ClassStore::open(&path).unwrap();
+        let m = store.member("c", &crate::store::learner::learner_key("cookie")).unwrap().unwrap();
+        assert_eq!(m.token.as_deref(), Some(crate::store::token_hash(&token).as_str()));
+        assert_eq!(store.login("idhash", 0).unwrap().unwrap().csrf, "", "the stored CSRF token is gone; the login stays");
+        store.set_member_session(m.id, Some(("s2", &"cd".repeat(32)))).unwrap();
+        drop(store);
+        let raw = std::fs::read(&path).unwrap();
+        let wal = std::fs::read(dir.path().join("docklab.db-wal")).unwrap_or_default();
+        let seen = |needle: &str| raw.windows(needle.len()).chain(wal.windows(needle.len())).any(|w| w == needle.as_bytes());
+        assert!(!seen(&"cd".repeat(32)), "a session token in clear");
+        assert!(!seen("a-clear-csrf-token"));
+        let store = ClassStore::open(&path).unwrap();
+        let m = store.member_by_id(m.id).unwrap().unwrap();
+        assert_eq!(m.token.as_deref(), Some(crate::store::token_hash(&"cd".repeat(32)).as_str()), "not hashed twice");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

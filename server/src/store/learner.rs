@@ -27,6 +27,7 @@ const MAX_DISPLAY_NAME: usize = 60;
 /// The learner behind a request.
 #[derive(Clone)]
 pub struct CurrentLearner {
+    /// [`learner_key`] of their cookie.
     pub id: String,
     pub store: Arc<dyn ProgressStore>,
 }
@@ -41,11 +42,18 @@ impl CurrentLearner {
     }
 }
 
-/// The learner id from the request's cookies, if well-formed.
+/// The learner cookie from the request, if well-formed.
 fn learner_from_cookies(headers: &HeaderMap) -> Option<String> {
     crate::extract::cookie_value(headers, COOKIE)
         .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_owned)
+}
+
+/// The id a learner is known by everywhere on the server (database, classes, grading): derived
+/// from their cookie by SHA-256 (128 bits of it, in hex), so that the database does not hold the
+/// cookie that would let anyone act as them.
+pub fn learner_key(cookie: &str) -> String {
+    super::token_hash(&format!("docklab-learner:{cookie}"))[..32].to_owned()
 }
 
 /// Middleware: attaches a [`CurrentLearner`], setting the cookie for a new learner.
@@ -54,7 +62,7 @@ pub async fn learner_cookie(State(store): State<Arc<dyn ProgressStore>>, mut req
         Some(id) => (id, false),
         None => (hex::encode(rand::random::<[u8; 16]>()), true),
     };
-    request.extensions_mut().insert(CurrentLearner { id: id.clone(), store });
+    request.extensions_mut().insert(CurrentLearner { id: learner_key(&id), store });
     let mut response = next.run(request).await;
     if new {
         let cookie = format!("{COOKIE}={id}; Path=/; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Lax");

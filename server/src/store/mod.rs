@@ -58,6 +58,23 @@ pub fn restrict_db_file(path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How a secret (a session token) is stored: its SHA-256, in hex.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Whether the one-time migration `name` already ran on this database.
+pub(crate) fn migration_done(conn: &rusqlite::Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS docklab_migrations (name TEXT PRIMARY KEY, at INTEGER NOT NULL)")?;
+    conn.query_row("SELECT COUNT(*) > 0 FROM docklab_migrations WHERE name = ?1", [name], |r| r.get(0))
+}
+
+pub(crate) fn record_migration(conn: &rusqlite::Connection, name: &str) -> rusqlite::Result<()> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    conn.execute("INSERT OR IGNORE INTO docklab_migrations (name, at) VALUES (?1, ?2)", rusqlite::params![name, now]).map(drop)
+}
+
 /// Where progress is kept (flashcard schedules included: [`DrillStore`]).
 pub trait ProgressStore: DrillStore + Send + Sync {
     /// Records that `task` of `exercise` was done (the first time counts).

@@ -47,6 +47,39 @@ pub(super) fn now() -> String {
     at.format(&Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
+/// Tables whose `learner` column holds a learner id (`learners.id` besides).
+const LEARNER_TABLES: &[&str] = &["task_completions", "hints_used", "solutions_revealed", "drill_cards", "drill_reviews"];
+
+/// Migrates a database from before learner ids were hashed (once, recorded in
+/// `docklab_migrations`): every id becomes its [`super::learner::learner_key`], so returning
+/// learners keep their progress and the file no longer holds their cookies.
+fn hash_learner_ids(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let tx = conn.unchecked_transaction()?;
+    if super::migration_done(&tx, "learner-ids-hashed")? {
+        return Ok(());
+    }
+    // Learners and their rows are renamed one after the other: the references hold at the end.
+    tx.pragma_update(None, "defer_foreign_keys", true)?;
+    let mut ids = std::collections::BTreeSet::new();
+    for sql in std::iter::once("SELECT id FROM learners".to_owned())
+        .chain(LEARNER_TABLES.iter().map(|t| format!("SELECT DISTINCT learner FROM {t}")))
+    {
+        let mut stmt = tx.prepare(&sql)?;
+        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            ids.insert(id?);
+        }
+    }
+    for id in &ids {
+        let key = super::learner::learner_key(id);
+        tx.execute("UPDATE learners SET id = ?2 WHERE id = ?1", params![id, key])?;
+        for t in LEARNER_TABLES {
+            tx.execute(&format!("UPDATE {t} SET learner = ?2 WHERE learner = ?1"), params![id, key])?;
+        }
+    }
+    super::record_migration(&tx, "learner-ids-hashed")?;
+    tx.commit()
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -67,6 +100,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(super::drills::SCHEMA)?;
+        hash_learner_ids(&conn)?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
@@ -189,5 +223,30 @@ mod tests {
         assert!(e.solution_revealed_at.is_some());
         assert_eq!(p.done_count([("day-27/volumes", "create"), ("day-27/volumes", "write"), ("day-24/lifecycle", "create")]), 1);
         assert_eq!(store.progress("nobody").unwrap(), Progress::default());
+    }
+
+    #[test]
+    fn progress_kept_under_raw_cookies_moves_to_their_keys_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docklab.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(super::super::drills::SCHEMA).unwrap();
+            conn.execute_batch(
+                "INSERT INTO learners VALUES ('rawcookie', 'Ada', 'now');
+                 INSERT INTO task_completions VALUES ('rawcookie', 'day-27/volumes', 'create', 'now');",
+            )
+            .unwrap();
+        }
+        let key = super::super::learner::learner_key("rawcookie");
+        for _ in 0..2 {
+            let store = SqliteStore::open(&path).unwrap();
+            assert_eq!(store.progress(&key).unwrap().display_name.as_deref(), Some("Ada"));
+            assert_eq!(store.progress(&key).unwrap().exercises["day-27/volumes"].tasks_done.len(), 1);
+            assert_eq!(store.progress("rawcookie").unwrap(), Progress::default());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "made private on open");
     }
 }
