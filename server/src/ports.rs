@@ -559,6 +559,71 @@ mod tests {
         }
     }
 
+    /// A one-shot app on loopback: answers `answer` to the first request and hands back what it
+    /// received.
+    async fn one_shot_app(answer: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn forwarding_keeps_docklab_credentials_from_the_app_and_the_app_headers_from_the_browser() {
+        let (port, app) = one_shot_app(
+            "HTTP/1.1 302 Found\r\nLocation: /next\r\nSet-Cookie: docklab_instructor=x; Path=/\r\nClear-Site-Data: \"*\"\r\n\
+             Service-Worker-Allowed: /\r\nRefresh: 0; url=http://example.com/\r\nX-App: kept\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        let path = format!("/preview/s/k/{port}/a%20b");
+        let p = PreviewPath::parse(&path).unwrap();
+        let req = Request::builder()
+            .uri(format!("{path}?x=1&token=t"))
+            .header("authorization", "Bearer secret-token")
+            .header("cookie", "docklab_instructor=secret-login")
+            .header("x-csrf-token", "secret-csrf")
+            .header("referer", "http://docklab/classes/secret")
+            .header("x-mine", "kept")
+            .body(Body::empty())
+            .unwrap();
+        let resp = forward(Ipv4Addr::LOCALHOST, port, &p, req).await.unwrap();
+        let received = app.await.unwrap();
+        assert!(received.starts_with("GET /a%20b?x=1 HTTP/1.1\r\n"), "{received}");
+        assert!(!received.contains("secret"), "{received}");
+        assert!(received.contains("x-mine: kept"), "{received}");
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        assert_eq!(resp.headers()["location"], format!("/preview/s/k/{port}/next").as_str());
+        assert_eq!(resp.headers()["x-app"], "kept");
+        for gone in ["set-cookie", "clear-site-data", "service-worker-allowed", "refresh"] {
+            assert!(!resp.headers().contains_key(gone), "{gone}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_out_of_the_preview_is_refused() {
+        let (port, app) = one_shot_app("HTTP/1.1 302 Found\r\nLocation: https://example.com/login\r\nContent-Length: 0\r\n\r\n").await;
+        let path = format!("/preview/s/k/{port}/");
+        let req = Request::builder().uri(path.as_str()).body(Body::empty()).unwrap();
+        let resp = forward(Ipv4Addr::LOCALHOST, port, &PreviewPath::parse(&path).unwrap(), req).await.unwrap();
+        app.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert!(!resp.headers().contains_key("location"));
+    }
+
     #[test]
     fn dot_segments_are_removed_as_browsers_do() {
         assert_eq!(remove_dot_segments("/a/b/../c/./d"), "/a/c/d");

@@ -54,10 +54,6 @@ const HOSTILE_PAGE = `<!doctype html>
     });
     return r.status + " " + (await r.text());
   });
-  await attempt("websocket to docklab", () => new Promise((ok, fail) => {
-    const ws = new WebSocket(root.replace(/^http/, "ws") + "/api/classes/x/events");
-    ws.onopen = () => ok("open"); ws.onerror = () => fail(new Error("websocket refused"));
-  }));
   await attempt("hostile headers answer", async () => {
     const r = await fetch("evil-headers");
     return r.status + " " + (await r.text());
