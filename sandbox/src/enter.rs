@@ -60,6 +60,8 @@ fn fail(msg: String) -> ExitCode {
 
 /// Entry point. `args` are what follows `__enter`.
 pub fn main(args: &[String]) -> ExitCode {
+    // Nothing the server inherited goes into the machine with us (nothing above stderr is ours yet).
+    sys::close_fds_from(3);
     let Some(dir) = args.first() else { return fail("usage: __enter <session-dir> [--tty] -- CMD...".into()) };
     let rest = &args[1..];
     let opts: Vec<&String> = rest.iter().take_while(|a| *a != "--").collect();
@@ -123,6 +125,10 @@ pub fn main(args: &[String]) -> ExitCode {
         || nix::unistd::setresuid(0.into(), 0.into(), 0.into()).is_err()
     {
         return fail("becoming root of the machine failed".into());
+    }
+    // Commands and shells run under the machine's seccomp filter, as everything init starts does.
+    if let Err(e) = crate::seccomp::apply() {
+        return fail(e.to_string());
     }
 
     let argv: Vec<CString> = match cmd.iter().map(|a| CString::new(a.as_bytes())).collect() {

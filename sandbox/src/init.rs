@@ -61,8 +61,17 @@ fn io<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 
 /// Entry point in the cloned child; returns the process's exit code.
 pub fn run(rec: &MachineRecord, spec: &Spec, go: OwnedFd, status: OwnedFd) -> isize {
+    // A second wall behind the launcher's close: nothing above stderr (the launcher's pipes
+    // included) survives into what init executes.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's descriptors.
+    unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_uint) };
     let mut status = File::from(status);
     if let Err(e) = setup(rec, spec, go) {
+        let _ = writeln!(status, "error: {e}");
+        return 1;
+    }
+    // Before dockerd: it, containerd, runc and every container inherit the filter.
+    if let Err(e) = crate::seccomp::apply() {
         let _ = writeln!(status, "error: {e}");
         return 1;
     }

@@ -52,6 +52,10 @@ fn sys_step(step: &'static str) -> impl FnOnce(nix::Error) -> LaunchError {
 
 /// Entry point of `docklab __launch <session-dir>`.
 pub fn main(session_dir: &Path) -> ExitCode {
+    // Whatever the server inherited and did not mark close-on-exec reached us; the machine's init
+    // would inherit it from us (it is cloned, not executed), and dockerd, containerd and every
+    // shim from it. Nothing above stderr is ours yet.
+    crate::sys::close_fds_from(3);
     let status = session_dir.join("status");
     match launch(session_dir) {
         Ok(reason) => {

@@ -23,6 +23,7 @@ pub mod network;
 pub mod pty;
 pub mod registry;
 pub mod relay;
+pub mod seccomp;
 pub mod engine_relay;
 pub mod hostile;
 pub mod services;

@@ -7,13 +7,17 @@
 //! 169.254.169.254, and not the internet unless the operator turns egress on. Inside a machine,
 //! Docker networking is the machine's own business: its bridges and rules live in its netns.
 
+use std::fs;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-/// Name of docklab's nftables table (family `inet`); nothing else of the host's rules is touched.
+/// Name of docklab's nftables tables (one of family `inet`, one of family `bridge`); nothing else
+/// of the host's rules is touched.
 pub const NFT_TABLE: &str = "docklab";
+/// Host-side veths of machines are named this and their slot ([`NetworkConfig::host_veth`]).
+const VETH_PREFIX: &str = "dlv";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -62,7 +66,13 @@ impl NetworkConfig {
 
     /// Host-side name of the machine's veth (at most 15 characters, as the kernel requires).
     pub fn host_veth(&self, slot: u32) -> String {
-        format!("dlv{slot}")
+        format!("{VETH_PREFIX}{slot}")
+    }
+
+    /// The machine address that belongs to a host veth name (the inverse of [`Self::host_veth`]).
+    pub fn veth_address(&self, veth: &str) -> Option<Ipv4Addr> {
+        let slot = veth.strip_prefix(VETH_PREFIX).filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))?;
+        self.machine_address(slot.parse().ok()?).ok()
     }
 
     /// The nftables ruleset for docklab's table.
@@ -113,6 +123,53 @@ impl NetworkConfig {
     }
 }
 
+/// The `bridge` family table that pins every machine's port to its own addresses.
+///
+/// Each machine has one element in the set `ports`: its host-side veth, its hardware address and
+/// its IPv4 address. A frame that comes in on a machine's port passes only if it is ARP whose
+/// Ethernet source and ARP sender are that machine's hardware address and IP, or IPv4 from that
+/// machine's hardware address and IP; anything else (another machine's or the host's address, a
+/// gratuitous ARP claiming one, IPv6, VLAN tags, other ethertypes) is counted and dropped before
+/// the bridge learns from it. The other way, the host sends IPv4 out of a port only to that
+/// machine's hardware address and IP, so a poisoned forwarding or neighbour entry cannot deliver
+/// one machine's traffic to another. A port with no element (not yet pinned, or already unpinned)
+/// passes nothing but the host's ARP.
+pub fn bridge_ruleset(pins: &[(String, Ipv4Addr)]) -> String {
+    let elements = if pins.is_empty() {
+        String::new()
+    } else {
+        let list = pins.iter().map(|(veth, addr)| port_element(veth, *addr)).collect::<Vec<_>>().join(", ");
+        format!("        elements = {{ {list} }}\n")
+    };
+    format!(
+        "table bridge {NFT_TABLE} {{\n\
+         \x20   set ports {{\n\
+         \x20       type ifname . ether_addr . ipv4_addr\n\
+         {elements}\
+         \x20   }}\n\
+         \x20   chain prerouting {{\n\
+         \x20       type filter hook prerouting priority -200; policy accept;\n\
+         \x20       iifname != \"{VETH_PREFIX}*\" accept\n\
+         \x20       ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @ports iifname . arp saddr ether . arp saddr ip @ports accept\n\
+         \x20       ether type ip iifname . ether saddr . ip saddr @ports accept\n\
+         \x20       counter drop\n\
+         \x20   }}\n\
+         \x20   chain output {{\n\
+         \x20       type filter hook output priority -200; policy accept;\n\
+         \x20       oifname != \"{VETH_PREFIX}*\" accept\n\
+         \x20       ether type arp accept\n\
+         \x20       ether type ip oifname . ether daddr . ip daddr @ports accept\n\
+         \x20       counter drop\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+/// A machine's element of the `ports` set.
+fn port_element(veth: &str, address: Ipv4Addr) -> String {
+    format!("\"{veth}\" . {} . {address}", machine_mac(address))
+}
+
 fn run(args: &[&str], input: Option<&str>) -> Result<String, NetworkError> {
     use std::io::Write;
     let command = args.join(" ");
@@ -158,6 +215,19 @@ pub fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     // Replace the whole table atomically: declare it (so delete cannot fail), delete, recreate.
     let script = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}", cfg.ruleset());
     run(&["nft", "-f", "-"], Some(&script))?;
+    // The bridge table is rebuilt the same way, pinning every machine port already on the bridge
+    // (machines a restarted server adopts keep their network; their addresses follow from their
+    // slots, as when they were made).
+    let pins: Vec<(String, Ipv4Addr)> = host_veths()
+        .into_iter()
+        .filter(|v| fs::read_link(format!("/sys/class/net/{v}/master")).is_ok_and(|m| m.file_name().is_some_and(|n| n == br)))
+        .filter_map(|v| cfg.veth_address(&v).map(|a| (v, a)))
+        .collect();
+    let script = format!("table bridge {NFT_TABLE}\ndelete table bridge {NFT_TABLE}\n{}", bridge_ruleset(&pins));
+    run(&["nft", "-f", "-"], Some(&script))?;
+    for (_, address) in &pins {
+        pin_neighbour(br, *address)?;
+    }
     if cfg.egress {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| NetworkError::Command { command: "enable ip_forward".into(), detail: e.to_string() })?;
@@ -168,6 +238,7 @@ pub fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), NetworkError> {
 /// Removes docklab's table and bridge (after the last machine is gone).
 pub fn remove_host_network(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     let _ = run(&["nft", "delete", "table", "inet", NFT_TABLE], None);
+    let _ = run(&["nft", "delete", "table", "bridge", NFT_TABLE], None);
     if run(&["ip", "link", "show", "dev", &cfg.bridge], None).is_ok() {
         run(&["ip", "link", "delete", "dev", &cfg.bridge], None)?;
     }
@@ -194,10 +265,33 @@ pub fn attach_machine(bridge: &str, veth: &str, pid: i32, address: Ipv4Addr) -> 
     }
     let mac = machine_mac(address);
     run(&["ip", "link", "add", "name", veth, "type", "veth", "peer", "name", "eth0", "address", &mac, "netns", &pid.to_string()], None)?;
+    // Pinned before the port comes up, so not one frame from it passes unchecked.
+    pin_port(bridge, veth, address)?;
     run(&["ip", "link", "set", "dev", veth, "master", bridge], None)?;
     run(&["bridge", "link", "set", "dev", veth, "isolated", "on"], None)?;
     run(&["ip", "link", "set", "dev", veth, "up"], None)?;
     Ok(())
+}
+
+/// Pins a machine's port: its element in the bridge table's `ports` set (see [`bridge_ruleset`])
+/// and a permanent neighbour entry on the host, which no ARP reply can change.
+pub fn pin_port(bridge: &str, veth: &str, address: Ipv4Addr) -> Result<(), NetworkError> {
+    // `add element` of an element already there is not an error (a machine restarted in its slot).
+    let element = port_element(veth, address);
+    run(&["nft", "-f", "-"], Some(&format!("add element bridge {NFT_TABLE} ports {{ {element} }}\n")))?;
+    pin_neighbour(bridge, address)
+}
+
+fn pin_neighbour(bridge: &str, address: Ipv4Addr) -> Result<(), NetworkError> {
+    let (addr, mac) = (address.to_string(), machine_mac(address));
+    run(&["ip", "neigh", "replace", &addr, "lladdr", &mac, "dev", bridge, "nud", "permanent"], None).map(drop)
+}
+
+/// Removes what [`pin_port`] added; quiet when it is already gone.
+pub fn unpin_port(bridge: &str, veth: &str, address: Ipv4Addr) {
+    let element = port_element(veth, address);
+    let _ = run(&["nft", "-f", "-"], Some(&format!("delete element bridge {NFT_TABLE} ports {{ {element} }}\n")));
+    let _ = run(&["ip", "neigh", "del", &address.to_string(), "dev", bridge], None);
 }
 
 /// Deletes a machine's host-side veth if it is still there.
@@ -214,7 +308,7 @@ pub fn host_veths() -> Vec<String> {
             out.lines()
                 .filter_map(|l| l.split(": ").nth(1))
                 .map(|n| n.split('@').next().unwrap_or(n).to_string())
-                .filter(|n| n.starts_with("dlv") && n[3..].chars().all(|c| c.is_ascii_digit()))
+                .filter(|n| n.strip_prefix(VETH_PREFIX).is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit())))
                 .collect()
         })
         .unwrap_or_default()
@@ -248,5 +342,25 @@ mod tests {
         assert!(r.find("dport").unwrap() < r.find("iifname \"dlbr0\" reject").unwrap());
         let e = NetworkConfig { egress: true, ..c }.ruleset();
         assert!(e.contains("masquerade") && e.contains("169.254.0.0/16 drop"));
+    }
+
+    #[test]
+    fn bridge_table_pins_each_port_to_its_machine() {
+        let c = NetworkConfig::default();
+        assert_eq!(c.veth_address("dlv3"), Some(Ipv4Addr::new(10, 200, 0, 5)));
+        assert_eq!(c.veth_address(&c.host_veth(300)), c.machine_address(300).ok());
+        assert_eq!(c.veth_address("dlv"), None);
+        assert_eq!(c.veth_address("dlbr0"), None);
+        let r = bridge_ruleset(&[("dlv3".into(), Ipv4Addr::new(10, 200, 0, 5))]);
+        assert!(r.contains("elements = { \"dlv3\" . 02:42:0a:c8:00:05 . 10.200.0.5 }"), "{r}");
+        // From a port: ARP and IPv4 only from the pinned pair, everything else dropped.
+        let pre = &r[r.find("chain prerouting").unwrap()..r.find("chain output").unwrap()];
+        assert!(pre.contains("iifname . ether saddr . arp saddr ip @ports iifname . arp saddr ether . arp saddr ip @ports accept"), "{pre}");
+        assert!(pre.contains("ether type ip iifname . ether saddr . ip saddr @ports accept"));
+        assert!(pre.trim_end().trim_end_matches('}').trim_end().ends_with("counter drop"), "{pre}");
+        assert!(!pre.contains("ip6"));
+        let out = &r[r.find("chain output").unwrap()..];
+        assert!(out.contains("oifname . ether daddr . ip daddr @ports accept"));
+        assert!(!bridge_ruleset(&[]).contains("elements"));
     }
 }
