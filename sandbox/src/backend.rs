@@ -137,4 +137,50 @@ pub trait MachineBackend: Send + Sync + 'static {
     async fn address(&self, _id: &str) -> Option<std::net::Ipv4Addr> {
         None
     }
+    /// What the machines' disks promise against what the host has (for `/metrics`).
+    async fn disk_commitment(&self) -> Option<DiskCommitment> {
+        None
+    }
+}
+
+/// Machine disks are sparse: each may grow to its cap, and the host's free space backs only part
+/// of those promises. Creation is refused once `promised - used` would pass `free * limit`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskCommitment {
+    /// Sum of the caps of every machine's disk.
+    pub promised_bytes: u64,
+    /// Bytes those disks take on the host now.
+    pub used_bytes: u64,
+    /// Free bytes on the state directory's filesystem.
+    pub free_bytes: u64,
+    /// The operator's bound on (promised - used) / free.
+    pub limit: f64,
+}
+
+impl DiskCommitment {
+    /// Space the disks may still claim, over the host's free space.
+    pub fn ratio(&self) -> f64 {
+        self.promised_bytes.saturating_sub(self.used_bytes) as f64 / self.free_bytes.max(1) as f64
+    }
+    /// Whether a new disk of `cap` bytes stays within the limit (a limit of 0 turns the check off).
+    pub fn admits(&self, cap: u64) -> bool {
+        self.limit <= 0.0 || (self.promised_bytes.saturating_sub(self.used_bytes) + cap) as f64 <= self.free_bytes as f64 * self.limit
+    }
+}
+
+#[cfg(test)]
+mod disk_commitment_tests {
+    use super::DiskCommitment;
+
+    #[test]
+    fn overcommit_is_bounded_by_the_operators_factor() {
+        const GIB: u64 = 1 << 30;
+        // Ten 8 GiB disks using 1 GiB each, 20 GiB free: 70 GiB promised beyond use, ratio 3.5.
+        let c = DiskCommitment { promised_bytes: 80 * GIB, used_bytes: 10 * GIB, free_bytes: 20 * GIB, limit: 4.0 };
+        assert!((c.ratio() - 3.5).abs() < 1e-9);
+        assert!(c.admits(8 * GIB)); // 78 <= 80
+        assert!(!c.admits(16 * GIB)); // 86 > 80
+        assert!(DiskCommitment { limit: 0.0, ..c }.admits(1 << 50), "0 turns the check off");
+        assert!(!DiskCommitment { free_bytes: 0, ..c }.admits(1));
+    }
 }

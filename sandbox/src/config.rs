@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Environment variable with the operator's disk overcommit bound ([`SandboxConfig::disk_overcommit`]).
+pub const DISK_OVERCOMMIT_ENV: &str = "DOCKLAB_DISK_OVERCOMMIT";
+
 /// Settings shared by every session machine on this host.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -22,6 +25,10 @@ pub struct SandboxConfig {
     pub disk_bytes: u64,
     /// Free space the host keeps: no machine is created when less is left.
     pub host_reserve_bytes: u64,
+    /// Bound on disk overcommit: no machine is created when the space all machines' disks may
+    /// still claim (caps minus what they use) would exceed the host's free space this many times
+    /// (`$DOCKLAB_DISK_OVERCOMMIT`, default 10; 0 turns the check off).
+    pub disk_overcommit: f64,
     /// The machines' host bridge, addresses and firewall.
     pub network: crate::network::NetworkConfig,
 }
@@ -37,6 +44,7 @@ impl SandboxConfig {
             docker_ready_timeout: Duration::from_secs(30),
             disk_bytes: 8 << 30,
             host_reserve_bytes: 2 << 30,
+            disk_overcommit: std::env::var(DISK_OVERCOMMIT_ENV).ok().and_then(|v| v.parse().ok()).filter(|v: &f64| v.is_finite() && *v >= 0.0).unwrap_or(10.0),
             network: crate::network::NetworkConfig::default(),
         }
     }

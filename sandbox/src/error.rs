@@ -30,6 +30,8 @@ pub enum SandboxError {
     Spec { path: PathBuf, reason: String },
     #[error("the host has only {free_mib} MiB of disk left (docklab keeps {reserve_mib} MiB free): no new session machine for now")]
     HostDiskFull { free_mib: u64, reserve_mib: u64 },
+    #[error("the machines' disks may still grow by {unbacked_mib} MiB, more than {limit} times the host's {free_mib} MiB free: no new session machine for now")]
+    DiskOvercommitted { unbacked_mib: u64, free_mib: u64, limit: f64 },
     #[error("machine network: {reason}")]
     Network { reason: String },
     #[error("could not remove session machine {id} completely: {reason}")]

@@ -31,7 +31,7 @@ pub mod setup;
 pub mod spec;
 pub mod sys;
 
-pub use backend::{ExecOutput, ExecRequest, MachineBackend, MachineInfo, MachineOptions, MachineState, Terminal};
+pub use backend::{DiskCommitment, ExecOutput, ExecRequest, MachineBackend, MachineInfo, MachineOptions, MachineState, Terminal};
 pub use config::SandboxConfig;
 pub use error::SandboxError;
 pub use manager::SessionManager;

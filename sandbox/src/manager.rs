@@ -377,6 +377,23 @@ fn make_disk_image(path: &Path, bytes: u64) -> Result<(), SandboxError> {
     Ok(())
 }
 
+impl SessionManager {
+    /// The machines' disk caps, what their disks take on the host, and the host's free space.
+    fn commitment(&self) -> Option<DiskCommitment> {
+        use std::os::unix::fs::MetadataExt;
+        let free_bytes = free_bytes(&self.cfg.state_dir)?;
+        let (mut promised_bytes, mut used_bytes) = (0u64, 0u64);
+        for e in fs::read_dir(self.cfg.sessions_dir()).ok()?.flatten() {
+            let Ok(rec) = MachineRecord::load(&e.path()) else { continue };
+            let Some(cap) = rec.disk_bytes else { continue };
+            promised_bytes += cap;
+            // Blocks actually allocated (the image is sparse), never more than the cap.
+            used_bytes += fs::symlink_metadata(rec.disk_image()).map(|m| (m.blocks() * 512).min(cap)).unwrap_or(0);
+        }
+        Some(DiskCommitment { promised_bytes, used_bytes, free_bytes, limit: self.cfg.disk_overcommit })
+    }
+}
+
 /// Bytes free for unprivileged use on the filesystem holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
     nix::sys::statvfs::statvfs(path).ok().map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
@@ -571,6 +588,16 @@ impl MachineBackend for SessionManager {
                     return Err(SandboxError::HostDiskFull { free_mib: free >> 20, reserve_mib: self.cfg.host_reserve_bytes >> 20 });
                 }
             }
+            // Sparse disks promise more than the host holds; keep the promise bounded.
+            if self.cfg.disk_bytes > 0 {
+                if let Some(c) = self.commitment() {
+                    if !c.admits(self.cfg.disk_bytes) {
+                        let unbacked = c.promised_bytes.saturating_sub(c.used_bytes) + self.cfg.disk_bytes;
+                        warn!(unbacked_mib = unbacked >> 20, free_mib = c.free_bytes >> 20, limit = c.limit, "disk overcommit bound reached");
+                        return Err(SandboxError::DiskOvercommitted { unbacked_mib: unbacked >> 20, free_mib: c.free_bytes >> 20, limit: c.limit });
+                    }
+                }
+            }
             self.ensure_network()?;
             let rec = match self.prepare(id, options) {
                 Ok(r) => r,
@@ -683,6 +710,10 @@ impl MachineBackend for SessionManager {
 
     async fn address(&self, id: &str) -> Option<std::net::Ipv4Addr> {
         SessionManager::address(self, id)
+    }
+
+    async fn disk_commitment(&self) -> Option<DiskCommitment> {
+        self.commitment()
     }
 
     async fn adopt(&self, id: &str) -> Result<MachineInfo, SandboxError> {

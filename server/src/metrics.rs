@@ -117,6 +117,17 @@ pub fn router() -> Router<AppState> {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = state.metrics.render(state.sessions.len());
     gauge(&mut body, "docklab_warm_machines", "Machines started ahead of demand, waiting for a session.", state.warm.len() as i64);
+    if let Some(d) = state.backend.disk_commitment().await {
+        gauge(&mut body, "docklab_disk_promised_bytes", "Sum of the caps of every machine's (sparse) disk.", d.promised_bytes as i64);
+        gauge(&mut body, "docklab_disk_used_bytes", "Bytes the machines' disks take on the host.", d.used_bytes as i64);
+        gauge(&mut body, "docklab_disk_free_bytes", "Free bytes on the state directory's filesystem.", d.free_bytes as i64);
+        let _ = writeln!(
+            body,
+            "# HELP docklab_disk_overcommit_ratio Space the disks may still claim over free space; creation stops past docklab_disk_overcommit_limit.\n# TYPE docklab_disk_overcommit_ratio gauge\ndocklab_disk_overcommit_ratio {:.3}\n# HELP docklab_disk_overcommit_limit The operator's bound (DOCKLAB_DISK_OVERCOMMIT; 0 is none).\n# TYPE docklab_disk_overcommit_limit gauge\ndocklab_disk_overcommit_limit {}",
+            d.ratio(),
+            d.limit
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

@@ -159,3 +159,20 @@ async fn machines_run_under_a_seccomp_filter_and_docker_still_works() {
     .await;
     assert_eq!(out.stdout.trim(), "built", "{out:?}");
 }
+
+/// Sparse disks promise more than the host has; past the operator's bound, no machine is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_overcommit_past_the_operators_bound_refuses_a_machine() {
+    let _services = manager(HELPER);
+    let mut cfg = sandbox::SandboxConfig::new(docklab_tests::state_dir(), HELPER);
+    // Any 8 GiB disk is more than a millionth of the host's free space.
+    cfg.disk_overcommit = 1e-6;
+    let m = std::sync::Arc::new(sandbox::SessionManager::new(cfg).expect("manager"));
+    let c = m.disk_commitment().await.expect("figures");
+    assert!(c.free_bytes > 0 && c.limit == 1e-6, "{c:?}");
+    let id = unique_id("overcommit");
+    let err = m.create(&id).await.expect_err("a machine past the overcommit bound");
+    assert!(matches!(err, sandbox::SandboxError::DiskOvercommitted { .. }), "{err}");
+    assert!(err.to_string().contains("no new session machine"), "{err}");
+    assert!(!docklab_tests::state_dir().join("sessions").join(&id).exists(), "the refused machine left its directory");
+}
