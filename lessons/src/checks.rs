@@ -99,6 +99,9 @@ pub enum Check {
         copy_from: Option<bool>,
         /// The last `FROM`'s image (`scratch`, `busybox`, …).
         final_base: Option<String>,
+        /// The image built from this file: its history must end with this file's last stage
+        /// (a right Dockerfile left unbuilt next to an image built another way does not count).
+        image: Option<String>,
     },
     /// Parts of an image's configuration; only the fields given are checked.
     ImageConfig {
@@ -399,7 +402,7 @@ impl Check {
                 non_empty("image", image)?;
                 non_empty("base", base)
             }
-            Check::Dockerfile { path, min_stages, max_stages, copy_from, final_base } => {
+            Check::Dockerfile { path, min_stages, max_stages, copy_from, final_base, .. } => {
                 if !(path.starts_with('/') || path.starts_with("~/")) {
                     return Err(format!("`path` {path:?} must start with `/` or `~/`"));
                 }

@@ -123,3 +123,90 @@ async fn a_published_port_counts_only_for_the_container_named() {
     lab.run("docker rm -f other site && docker run -d --name site -p 8080:80 -v /root/www:/www busybox httpd -f -p 80 -h /www && sleep 1").await;
     lab.passes(check).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_known_by_their_content_not_their_names() {
+    let lab = Lab::new("truth-img").await;
+    // busybox retagged as nginx is not nginx, whatever `docker ps` calls it.
+    let nginx = r#"{ kind = "container_state", container = "hostweb", state = "running", image = "nginx" }"#;
+    lab.run("docker pull -q busybox && docker tag busybox nginx && docker run -d --name hostweb nginx sleep 3600").await;
+    let why = lab.fails(nginx).await;
+    assert_eq!(why, "container hostweb was created from an image tagged nginx, but that image is not nginx: it is docklab's busybox under another name");
+    lab.run("docker rm -f hostweb && docker rmi nginx && docker pull -q nginx && docker run -d --name hostweb nginx").await;
+    lab.passes(nginx).await;
+
+    // A shell copied out of /bin, or renamed, still makes an image with a shell.
+    lab.run(
+        "mkdir -p /root/sh && cd /root/sh \
+         && printf 'FROM busybox AS src\\nFROM scratch\\nCOPY --from=src /bin/busybox /opt/x/sh\\n' > Dockerfile.copied \
+         && docker build -q -t hidden:1 -f Dockerfile.copied . \
+         && printf 'FROM busybox AS src\\nFROM scratch\\nCOPY --from=src /bin/busybox /usr/local/bin/tool\\n' > Dockerfile.renamed \
+         && docker build -q -t hidden:2 -f Dockerfile.renamed . \
+         && printf 'FROM scratch\\nCOPY Dockerfile.copied /note.txt\\n' > Dockerfile.clean \
+         && docker build -q -t clean:1 -f Dockerfile.clean .",
+    )
+    .await;
+    let why = lab.fails(r#"{ kind = "image_no_shell", image = "hidden:1" }"#).await;
+    assert!(why.starts_with("hidden:1 has a shell at /opt/x/sh;"), "{why}");
+    let why = lab.fails(r#"{ kind = "image_no_shell", image = "hidden:2" }"#).await;
+    assert!(why.starts_with("hidden:2 has a shell at /usr/local/bin/tool (BusyBox);"), "{why}");
+    lab.passes(r#"{ kind = "image_no_shell", image = "clean:1" }"#).await;
+
+    // The base, by layers: FROM scratch whatever else is tagged; a base under another name is
+    // still that base; an image retagged as golang is not golang.
+    lab.run(
+        "docker tag clean:1 other:1 && docker tag busybox mybox \
+         && printf 'FROM mybox\\nCMD [\"echo\", \"hi\"]\\n' | docker build -q -t onbox:1 - \
+         && docker tag busybox golang:1.19 \
+         && printf 'FROM golang:1.19\\nRUN echo built > /b\\n' | docker build -q -t fake-go:1 -",
+    )
+    .await;
+    lab.passes(r#"{ kind = "image_base", image = "clean:1", base = "scratch" }"#).await;
+    lab.passes(r#"{ kind = "image_base", image = "onbox:1", base = "busybox" }"#).await;
+    let why = lab.fails(r#"{ kind = "image_base", image = "onbox:1", base = "scratch" }"#).await;
+    assert_eq!(why, "onbox:1 is built on busybox; its final stage should start FROM scratch");
+    let why = lab.fails(r#"{ kind = "image_base", image = "fake-go:1", base = "golang:1.19" }"#).await;
+    assert_eq!(why, "fake-go:1 is built on busybox; it should be built on golang:1.19");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_counts_only_with_the_image_it_built() {
+    let lab = Lab::new("truth-df").await;
+    let check = r#"{ kind = "dockerfile", path = "~/shrink/Dockerfile", min_stages = 2, copy_from = true, image = "slim:1" }"#;
+    // A right multi-stage Dockerfile, left unbuilt; the image comes single-stage from another file.
+    lab.run(
+        "docker pull -q busybox && mkdir -p /root/shrink && cd /root/shrink \
+         && printf 'FROM busybox AS build\\nRUN echo hi > /msg\\n\\nFROM scratch\\nCOPY --from=build /msg /msg\\n' > Dockerfile \
+         && printf 'FROM busybox\\nRUN echo hi > /msg\\n' > Dockerfile.single \
+         && docker build -q -t slim:1 -f Dockerfile.single .",
+    )
+    .await;
+    let why = lab.fails(check).await;
+    assert_eq!(why, "slim:1 was not built from ~/shrink/Dockerfile: the file's last stage is COPY --from=build /msg /msg, but slim:1 was made by RUN echo hi > /msg");
+    lab.run("cd /root/shrink && docker build -q -t slim:1 .").await;
+    lab.passes(check).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_that_outlived_its_container_is_read_in_the_volume() {
+    let lab = Lab::new("truth-vol").await;
+    // day 29 keep-data, "read-back".
+    let read_back = r#"{ kind = "volume_mounted", container = "reader", path = "/data", as = "volume", source = "guestbook" },
+  { kind = "container_logs", container = "reader", contains = "first entry" },
+  { kind = "file_content", volume = "guestbook", path = "entries.txt", contains = "first entry" }"#;
+    // The writer's volume is thrown away and recreated empty; the reader only prints the line.
+    lab.run(
+        "docker run --name writer -v guestbook:/data busybox sh -c 'echo first entry >> /data/entries.txt' \
+         && docker rm writer && docker volume rm guestbook && docker volume create guestbook \
+         && docker run --name reader -v guestbook:/data busybox echo first entry",
+    )
+    .await;
+    let why = lab.fails(read_back).await;
+    assert_eq!(why, "volume guestbook has no file entries.txt");
+    lab.run(
+        "docker rm reader && docker run --name writer -v guestbook:/data busybox sh -c 'echo first entry >> /data/entries.txt' \
+         && docker rm writer && docker run --name reader -v guestbook:/data busybox cat /data/entries.txt",
+    )
+    .await;
+    lab.passes(read_back).await;
+}

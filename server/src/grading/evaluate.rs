@@ -227,7 +227,7 @@ pub async fn check(g: &Grader, check: &Check) -> Outcome {
             }
         }
         Check::ImageBase { image, base } => super::identity::image_base(g, image, base).await,
-        Check::Dockerfile { path, min_stages, max_stages, copy_from, final_base } => {
+        Check::Dockerfile { path, min_stages, max_stages, copy_from, final_base, image } => {
             let text = match read_machine_file(g, &machine_path(path)).await {
                 Ok(Some(text)) => text,
                 Ok(None) => return fail(format!("there is no Dockerfile at {path}")),
@@ -258,6 +258,9 @@ pub async fn check(g: &Grader, check: &Check) -> Outcome {
                 if normalize_image(&have) != normalize_image(want) {
                     return fail(format!("the last stage of {path} starts FROM {have}; it should start FROM {want}"));
                 }
+            }
+            if let Some(image) = image {
+                return super::identity::built_from(g, image, path, &text).await;
             }
             pass()
         }

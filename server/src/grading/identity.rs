@@ -119,7 +119,8 @@ impl KnownImages {
     pub(crate) fn identify(&self, layers: &[String]) -> Option<(String, bool)> {
         let mut best: Option<(&String, &Vec<String>)> = None;
         for (name, chain) in &self.chains {
-            if !chain.is_empty() && layers.starts_with(chain) && best.is_none_or(|(_, b)| chain.len() > b.len()) {
+            let better = best.is_none_or(|(b_name, b)| chain.len() > b.len() || (chain.len() == b.len() && preferred(name, b_name)));
+            if !chain.is_empty() && layers.starts_with(chain) && better {
                 best = Some((name, chain));
             }
         }
@@ -129,6 +130,12 @@ impl KnownImages {
     pub(crate) fn all(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
         self.chains.iter()
     }
+}
+
+/// Of two names for the same image, whether `a` reads better than `b`: `latest` first, then
+/// the shorter.
+fn preferred(a: &str, b: &str) -> bool {
+    (a.ends_with(":latest"), std::cmp::Reverse(a.len())) > (b.ends_with(":latest"), std::cmp::Reverse(b.len()))
 }
 
 fn diff_ids(layout: &Path, manifest: &str) -> Option<Vec<String>> {
@@ -342,12 +349,14 @@ pub(super) async fn image_base(g: &Grader, image: &str, base: &str) -> Outcome {
 /// from the same layers, or the same image under another tag, is not its base). docklab's wins
 /// a tie.
 async fn found_base(g: &Grader, known: Option<&KnownImages>, id: &str, layers: &[String]) -> Result<Option<String>, Outcome> {
-    let mut best: Option<(usize, String)> = None;
+    let mut docklab: Option<(usize, &String)> = None;
     for (name, chain) in known.into_iter().flat_map(KnownImages::all) {
-        if !chain.is_empty() && layers.starts_with(chain) && best.as_ref().is_none_or(|(n, _)| chain.len() > *n) {
-            best = Some((chain.len(), name.trim_end_matches(":latest").to_owned()));
+        let better = docklab.is_none_or(|(n, b)| chain.len() > n || (chain.len() == n && preferred(name, b)));
+        if !chain.is_empty() && layers.starts_with(chain) && better {
+            docklab = Some((chain.len(), name));
         }
     }
+    let mut best: Option<(usize, String)> = docklab.map(|(n, name)| (n, name.trim_end_matches(":latest").to_owned()));
     let images = list_images(&g.docker).await.map_err(|err| engine_outcome(err, "the images"))?;
     let made = images.iter().find(|o| o.id == id).map(|o| o.created).unwrap_or(i64::MAX);
     let reads = images.iter().filter(|o| o.id != id).filter_map(|o| {
@@ -371,6 +380,94 @@ fn engine_outcome(err: EngineError, what: &str) -> Outcome {
             Outcome::Unknown(super::ENGINE_DOWN.to_owned())
         }
     }
+}
+
+/// The instructions of a Dockerfile's last stage after its `FROM` (continuations joined,
+/// comments and `ARG` left out: builders record `ARG` differently), and that stage's base.
+pub(crate) fn final_stage(text: &str) -> (Option<String>, Vec<String>) {
+    let mut base = None;
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    for line in text.lines().take(10_000) {
+        let trimmed = line.trim();
+        if logical.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            logical.push_str(head);
+            logical.push(' ');
+            continue;
+        }
+        logical.push_str(trimmed);
+        let instruction = std::mem::take(&mut logical);
+        let keyword = instruction.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+        match keyword.as_str() {
+            "FROM" => {
+                base = instruction.split_whitespace().skip(1).find(|a| !a.starts_with("--")).map(str::to_owned);
+                out.clear();
+            }
+            "ARG" | "" => {}
+            _ => out.push(instruction),
+        }
+    }
+    (base, out)
+}
+
+/// An instruction's keyword, upper case.
+fn keyword(instruction: &str) -> String {
+    instruction.split_whitespace().next().unwrap_or_default().to_ascii_uppercase()
+}
+
+/// A shell-form `RUN`'s command, with spaces squeezed; `None` for the exec form.
+fn run_command(instruction: &str) -> Option<String> {
+    let rest = instruction.trim().get(3..)?.trim();
+    (!rest.starts_with('[')).then(|| rest.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// `dockerfile` with `image`: the image's history must end with the instructions of the file's
+/// last stage, in order (same keywords; a shell-form `RUN` the same command), and when that
+/// stage starts `FROM scratch`, hold nothing else. A right Dockerfile left unbuilt next to an
+/// image built another way fails.
+pub(super) async fn built_from(g: &Grader, image: &str, path: &str, text: &str) -> Outcome {
+    let (base, want) = final_stage(text);
+    let history = match g.docker.image_history(image).await {
+        Ok(h) => h,
+        Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => {
+            return Outcome::Fail(format!("there is no image {image} built from {path}"));
+        }
+        Err(err) => return engine_outcome(err, &format!("image {image}")),
+    };
+    // Oldest first, as written in a Dockerfile.
+    let have: Vec<String> = history
+        .iter()
+        .rev()
+        .map(|h| crate::visuals::instruction(&h.created_by))
+        .filter(|i| keyword(i) != "ARG")
+        .collect();
+    let scratch = base.as_deref().is_some_and(|b| normalize_image(b) == "scratch");
+    let tail = &have[have.len().saturating_sub(want.len())..];
+    let same = |w: &String, h: &String| {
+        keyword(w) == keyword(h)
+            && match (run_command(w), keyword(w) == "RUN") {
+                (Some(cmd), true) => h.split_whitespace().collect::<Vec<_>>().join(" ").ends_with(&cmd),
+                _ => true,
+            }
+    };
+    let matches = tail.len() == want.len() && want.iter().zip(tail).all(|(w, h)| same(w, h)) && (!scratch || have.len() == want.len());
+    if matches {
+        return Outcome::Pass(String::new());
+    }
+    let shorten = |i: &String| {
+        let one: String = i.chars().take(60).collect();
+        if one.len() < i.len() { format!("{one}…") } else { one }
+    };
+    let list = |v: &[String]| v.iter().map(shorten).collect::<Vec<_>>().join(", ");
+    let shown = &have[have.len().saturating_sub(want.len().max(1))..];
+    Outcome::Fail(format!(
+        "{image} was not built from {path}: the file's last stage is {}, but {image} was made by {}",
+        if want.is_empty() { "only a FROM".to_owned() } else { list(&want) },
+        if shown.is_empty() { "no instructions".to_owned() } else { list(shown) }
+    ))
 }
 
 #[cfg(test)]
@@ -418,6 +515,16 @@ mod tests {
         assert_eq!(shell_in_saved_image(&saved(&[&[("opt/x/tool", busybox, 0o755)], &[("opt/x/.wh..wh..opq", b"", 0o644)]])), None);
         assert_eq!(shell_in_saved_image(&saved(&[&[("app/run", busybox, 0o755)], &[("app/run", b"\x7fELF plain", 0o755)]])), None);
         assert_eq!(shell_in_saved_image(&saved(&[&[("bin/sh", b"x", 0o777), ("bin/busybox", busybox, 0o755)]])).as_deref(), Some("/bin/sh"));
+    }
+
+    #[test]
+    fn the_last_stage_of_a_dockerfile_is_what_its_image_was_made_by() {
+        let text = "FROM golang:1.19 AS build\nARG V=1\nRUN go build \\\n  -o /hello .\n\n# final\nfrom scratch\nCOPY --from=build /hello /hello\nENTRYPOINT [\"/hello\"]\n";
+        let (base, stage) = final_stage(text);
+        assert_eq!(base.as_deref(), Some("scratch"));
+        assert_eq!(stage, vec!["COPY --from=build /hello /hello".to_owned(), "ENTRYPOINT [\"/hello\"]".to_owned()]);
+        assert_eq!(run_command("RUN  go build   -o /x ."), Some("go build -o /x .".to_owned()));
+        assert_eq!(run_command("RUN [\"go\", \"build\"]"), None);
     }
 
     #[test]

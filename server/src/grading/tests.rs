@@ -429,7 +429,7 @@ async fn image_no_shell_looks_through_the_layers_with_whiteouts() {
 #[tokio::test]
 async fn dockerfile_stages_copy_from_and_final_base() {
     let lab = lab().await;
-    let check = Check::Dockerfile { path: "~/slim/Dockerfile".into(), min_stages: Some(2), max_stages: None, copy_from: Some(true), final_base: Some("scratch".into()) };
+    let check = Check::Dockerfile { path: "~/slim/Dockerfile".into(), min_stages: Some(2), max_stages: None, copy_from: Some(true), final_base: Some("scratch".into()), image: None };
     lab.shell.on("/root/slim/Dockerfile", out(3, "", ""));
     assert_eq!(lab.fails(&check).await, "there is no Dockerfile at ~/slim/Dockerfile");
     lab.shell.on("/root/slim/Dockerfile", out(0, "FROM busybox\nRUN echo hi > /m\n", ""));
