@@ -1,5 +1,7 @@
 //! Grading on real session machines, as root: checks fail, the learner works, checks pass; and
-//! every exercise in `lessons/` starts unfinished and is finished by its reference solution.
+//! every exercise in `lessons/` starts unfinished, is finished by its reference solution, and is
+//! unfinished again once its `break.sh` undoes the final state. (Wrong solutions and
+//! mistake-then-fix paths: `grading_corpus.rs`.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,8 +181,38 @@ async fn run_exercise(m: Arc<SessionManager>, exercise: Exercise) -> Result<(), 
     if let Some(undone) = end.iter().find(|t| t.status != TaskStatus::Passed) {
         return Err(format!("{}: after the whole solution, task {} is {:?}: {}", exercise.id, undone.id, undone.status, undone.detail));
     }
+    // Breaking the final state (`break.sh`) makes the exercise incomplete again: state tasks are
+    // true of the machine now, not of a moment that passed.
+    let (red, script) = break_script(&exercise);
+    let out = sh(&*m, &id, &format!("cd /root\n{script}")).await;
+    if out.exit_code != 0 {
+        return Err(format!("{}: break.sh failed ({}): {}{}", exercise.id, out.exit_code, out.stdout, out.stderr));
+    }
+    let broken = g.grade(&exercise, Scope::All).await;
+    let report = broken.iter().find(|r| r.id == red).unwrap();
+    if report.status == TaskStatus::Passed {
+        return Err(format!("{}: after break.sh, task {red} is still done", exercise.id));
+    }
     m.destroy(&id).await.map_err(|e| format!("{}: destroy: {e}", exercise.id))?;
     Ok(())
+}
+
+/// An exercise's `break.sh` (next to its `exercise.toml` in the source tree) and the task its
+/// `# red: <task>` line says must no longer be done after it.
+fn break_script(exercise: &Exercise) -> (String, String) {
+    let lessons = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lessons");
+    let lesson = std::fs::read_dir(&lessons)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{}-", exercise.lesson)))
+        .unwrap();
+    let path = lesson.join("exercises").join(&exercise.slug).join("break.sh");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} has no break.sh", exercise.id));
+    let red = text.lines().find_map(|l| l.trim().strip_prefix("# red:")).unwrap_or_else(|| panic!("{}: no `# red: <task>` line", path.display()));
+    let red = red.trim().to_owned();
+    assert!(exercise.task(&red).is_some(), "{}: `# red: {red}` names no task", path.display());
+    (red, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

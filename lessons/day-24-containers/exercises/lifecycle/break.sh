@@ -1,0 +1,4 @@
+#!/bin/sh
+# A box is back: "Remove box" no longer holds.
+# red: remove
+docker create --name box busybox sleep 3600

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: capped
+docker rm -f capped

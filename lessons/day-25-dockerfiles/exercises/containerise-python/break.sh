@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: run
+docker stop -t 1 pyapp

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: registry
+docker rm -f registry

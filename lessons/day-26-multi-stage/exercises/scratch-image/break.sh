@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: multi-stage
+docker rmi calc:scratch

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: remove
+docker volume create app-data

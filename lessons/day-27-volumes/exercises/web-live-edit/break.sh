@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: serve
+docker rm -f site

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: login-isolated
+docker network connect bridge finance

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: host
+docker rm -f hostweb

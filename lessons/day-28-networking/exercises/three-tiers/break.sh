@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: matrix
+docker network disconnect frontend-net backend

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: fixed
+docker rm -f api-fixed

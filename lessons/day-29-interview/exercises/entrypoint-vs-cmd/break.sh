@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: override-entrypoint
+docker rm peek

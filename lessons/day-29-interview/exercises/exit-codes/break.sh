@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: where-recorded
+rm ~/hog-state.json

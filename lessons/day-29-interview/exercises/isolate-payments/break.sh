@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: login-cut-off
+docker network connect bridge payments

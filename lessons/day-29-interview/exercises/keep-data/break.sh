@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: read-back
+docker rm reader

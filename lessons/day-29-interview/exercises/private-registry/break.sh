@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: run-registry
+docker rm -f registry

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: diagnose
+rm ~/worker.log

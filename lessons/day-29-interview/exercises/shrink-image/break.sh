@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: slim
+docker rmi -f hello:slim

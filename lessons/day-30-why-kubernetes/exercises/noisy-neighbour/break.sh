@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: tame
+docker update --cpus 1 hog

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: oom
+docker rm greedy

@@ -1,0 +1,3 @@
+#!/bin/sh
+# red: comes-back
+docker rm -f resilient
