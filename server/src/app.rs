@@ -85,9 +85,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(pages::router(state.catalog.clone()))
         .layer(axum::middleware::from_fn_with_state(state.store.clone(), store::learner::learner_cookie))
+        .layer(axum::middleware::from_fn_with_state(state.config.clone(), crate::security_headers::add))
         // Outside everything else: a request for a name docklab does not serve (DNS rebinding) reaches nothing.
         .layer(axum::middleware::from_fn_with_state(Arc::new(state.config.site.clone()), crate::origin::check_host))
-        .layer(axum::middleware::from_fn(crate::security_headers::add))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

@@ -133,6 +133,12 @@ pub struct ServeArgs {
     /// refused (DNS rebinding); IP addresses and localhost always work.
     #[arg(long = "public-url", value_parser = crate::origin::parse_public_url)]
     pub public_urls: Vec<String>,
+    /// A second name for this server (pointing at the same address or proxy) that serves port
+    /// previews and nothing else, e.g. https://preview.lab.example.org: a learner's app then runs
+    /// on an origin of its own as well as in its sandbox. It must not be a --public-url's name.
+    /// Default: previews on docklab's own origin, sandboxed.
+    #[arg(long = "preview-url", env = "DOCKLAB_PREVIEW_URL", value_parser = crate::origin::parse_public_url)]
+    pub preview_url: Option<String>,
     /// HTTP connections one client address may hold open at once (0: no cap). Behind a reverse
     /// proxy every browser comes from the proxy's address: raise it to what the proxy may open.
     #[arg(long, env = "DOCKLAB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = sandbox::listen::Limits::API.per_client)]
@@ -175,7 +181,8 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             warm_machines: self.warm_machines,
             connections_per_client: self.max_connections_per_client,
-            site: crate::origin::SiteNames::new(&self.public_urls),
+            site: crate::ports::with_preview_host(crate::origin::SiteNames::new(&self.public_urls), self.preview_url.as_deref()),
+            preview_url: self.preview_url.clone(),
             ..ServerConfig::default()
         }
     }

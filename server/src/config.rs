@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub connections_per_client: usize,
     /// The names docklab answers to and the origins trusted with the terminal (`--public-url`).
     pub site: crate::origin::SiteNames,
+    /// `--preview-url`: the origin (another name for this server) that serves port previews and
+    /// nothing else. None: previews are served on docklab's own origin, sandboxed.
+    pub preview_url: Option<String>,
     pub terminal: TerminalConfig,
 }
 
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             warm_machines: 0,
             connections_per_client: sandbox::listen::Limits::API.per_client,
             site: crate::origin::SiteNames::default(),
+            preview_url: None,
             terminal: TerminalConfig::default(),
         }
     }

@@ -117,7 +117,34 @@ pub fn preview_base(session: &Session) -> String {
 /// `GET /api/sessions/{id}/preview` (session token) → `{"base": "/preview/{id}/{key}/"}`.
 async fn preview_base_handler(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
     let session = crate::sessions::authorize(&state, &id, &headers, None)?;
-    Ok(axum::Json(serde_json::json!({ "base": preview_base(&session) })).into_response())
+    let origin = state.config.preview_url.as_deref().unwrap_or("");
+    Ok(axum::Json(serde_json::json!({ "base": format!("{origin}{}", preview_base(&session)) })).into_response())
+}
+
+/// `names` also answering to the host of `--preview-url`, if one is set.
+pub fn with_preview_host(names: crate::origin::SiteNames, preview_url: Option<&str>) -> crate::origin::SiteNames {
+    match preview_url.and_then(|u| authority(u)) {
+        Some(authority) => {
+            let host = authority.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(authority, |(h, _)| h);
+            names.with_host(host)
+        }
+        None => names,
+    }
+}
+
+/// `host[:port]` of an origin `scheme://host[:port]` as `parse_public_url` writes it.
+fn authority(origin: &str) -> Option<&str> {
+    origin.split_once("://").map(|(_, a)| a)
+}
+
+/// Whether a request was sent to the `--preview-url` name (always false without one).
+pub fn on_preview_host(config: &crate::config::ServerConfig, headers: &HeaderMap, uri: &Uri) -> bool {
+    let Some(preview) = config.preview_url.as_deref() else { return false };
+    let Some(host) = crate::origin::request_host(headers, uri) else { return false };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let default_port = if preview.starts_with("https://") { ":443" } else { ":80" };
+    let host = host.strip_suffix(default_port).unwrap_or(&host);
+    authority(preview).is_some_and(|a| a == host)
 }
 
 /// Is `path` a preview URL (whose answers carry the preview's own headers, not the pages')?
@@ -247,8 +274,15 @@ async fn preview(state: &AppState, p: &PreviewPath<'_>, req: Request) -> Result<
         let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
         return Ok(Redirect::permanent(&format!("{}/{q}", p.prefix)).into_response());
     }
+    // With --preview-url, previews are served on that name only; here they are only redirected.
+    let elsewhere = state.config.preview_url.as_deref().filter(|_| !on_preview_host(&state.config, req.headers(), req.uri()));
+    if let (Some(origin), Some(_)) = (elsewhere, p.key) {
+        check_path(p.rest)?;
+        let path = req.uri().path_and_query().map_or(p.prefix, |pq| pq.as_str());
+        return Ok(Redirect::permanent(&format!("{origin}{path}")).into_response());
+    }
     let session = state.sessions.get(p.id).ok_or_else(|| AppError::UnknownSession { id: p.id.chars().take(64).collect() })?;
-    let capability = format!("{}{port}", preview_base(&session));
+    let capability = format!("{}{}{port}", elsewhere.unwrap_or(""), preview_base(&session));
     match p.key {
         Some(key) => {
             if !crate::token::tokens_match(&preview_key(&session), key) {
@@ -264,10 +298,10 @@ async fn preview(state: &AppState, p: &PreviewPath<'_>, req: Request) -> Result<
             // A browser goes to the capability URL: there, the sandboxed page's own requests
             // need no cookie (an opaque origin would not send one).
             let navigating = req.headers().get("sec-fetch-mode").is_some_and(|v| v == "navigate");
-            if from_query || navigating {
+            if from_query || navigating || elsewhere.is_some() {
                 check_path(p.rest)?;
                 let mut resp = Redirect::to(&format!("{capability}{}{}", p.rest, query_without_token(req.uri()))).into_response();
-                if from_query {
+                if from_query && elsewhere.is_none() {
                     // Scripts (curl, tests) keep using this path: the cookie only this session's
                     // legacy preview path receives.
                     let cookie = format!("{}={token}; Path=/sessions/{}/; HttpOnly; SameSite=Lax", cookie_name(p.id), p.id);
@@ -630,6 +664,24 @@ mod tests {
         assert_eq!(remove_dot_segments("/a/b/.."), "/a/");
         assert_eq!(remove_dot_segments("/../../x"), "/x");
         assert_eq!(remove_dot_segments("/a/%2e%2E/b"), "/b");
+    }
+
+    #[test]
+    fn the_preview_name_is_recognised_with_or_without_its_default_port() {
+        let mut config = crate::config::ServerConfig::default();
+        let uri: Uri = "/".parse().unwrap();
+        let on = |config: &crate::config::ServerConfig, host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            on_preview_host(config, &h, &uri)
+        };
+        assert!(!on(&config, "localhost:8080"), "no --preview-url: no preview name");
+        config.preview_url = Some("http://localhost:8080".into());
+        assert!(on(&config, "localhost:8080") && on(&config, "LOCALHOST:8080") && !on(&config, "127.0.0.1:8080") && !on(&config, "localhost"));
+        config.preview_url = Some("https://preview.example.org".into());
+        assert!(on(&config, "preview.example.org") && on(&config, "preview.example.org:443") && !on(&config, "lab.example.org"));
+        let names = with_preview_host(crate::origin::SiteNames::default(), Some("https://preview.example.org:8443"));
+        assert!(names.host_allowed("preview.example.org:8443") && !names.host_allowed("other.example.org"));
     }
 
     #[test]

@@ -7,11 +7,15 @@
 
 use std::sync::LazyLock;
 
-use axum::extract::Request;
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+
+use crate::config::ServerConfig;
 
 /// The one template with inline event handlers (`onsubmit="return confirm(…)"`); each handler is
 /// allowed by its hash, so an injected handler still is not. `handlers_in_templates_are_hashed`
@@ -106,10 +110,21 @@ fn inline_handlers(template: &str) -> Vec<String> {
 }
 
 /// The middleware: adds the headers to every answer that is not a port preview.
-pub async fn add(req: Request, next: Next) -> Response {
+/// With `--preview-url`, the preview name serves previews only: docklab's pages and API are not
+/// there (404), so nothing of docklab's ever shares an origin with a learner's app.
+pub async fn add(State(config): State<Arc<ServerConfig>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if crate::ports::is_preview_path(path) {
         return next.run(req).await;
+    }
+    if crate::ports::on_preview_host(&config, req.headers(), req.uri()) {
+        let body = serde_json::json!({
+            "error": "this name serves port previews only (/preview/…); docklab itself is at its own address",
+            "code": "preview_host",
+        });
+        let mut resp = (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+        resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(crate::ports::SANDBOX_CSP));
+        return resp;
     }
     let join = req.method() == Method::POST && path.starts_with("/join/");
     let mut resp = next.run(req).await;

@@ -339,7 +339,8 @@
     });
     if (!response.ok) throw new Error("preview: HTTP " + response.status);
     const body = await response.json();
-    if (typeof body.base !== "string" || !body.base.startsWith("/preview/")) throw new Error("preview: no base");
+    // `/preview/…`, or `https://<preview name>/preview/…` when the server has a --preview-url.
+    if (typeof body.base !== "string" || !/^(https?:\/\/[^/]+)?\/preview\//.test(body.base)) throw new Error("preview: no base");
     previewBase = { id: s.id, base: body.base };
     return body.base;
   }
