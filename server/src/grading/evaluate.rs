@@ -838,12 +838,12 @@ async fn container_logs(g: &Grader, container: Option<&str>, image: Option<&str>
     if list.is_empty() {
         return fail(format!("no container has been run from {image} yet"));
     }
-    for c in &list {
-        let Some(id) = &c.id else { continue };
-        match logs_of(g, id).await {
-            Ok(text) if text.contains(contains) => return pass(),
-            _ => {}
-        }
+    match super::logscan::any_printed(g, &list, contains).await {
+        Ok(true) => pass(),
+        Ok(false) => fail(format!("no container of {image} has printed “{}” yet", excerpt(contains))),
+        Err(err) => match lookup_error(err, &format!("the logs of {image}'s containers")) {
+            Lookup::NotFound => fail(format!("no container of {image} has printed “{}” yet", excerpt(contains))),
+            Lookup::Other(o) => o,
+        },
     }
-    fail(format!("no container of {image} has printed “{}” yet", excerpt(contains)))
 }

@@ -359,10 +359,12 @@ async fn found_base(g: &Grader, known: Option<&KnownImages>, id: &str, layers: &
     let mut best: Option<(usize, String)> = docklab.map(|(n, name)| (n, name.trim_end_matches(":latest").to_owned()));
     let images = list_images(&g.docker).await.map_err(|err| engine_outcome(err, "the images"))?;
     let made = images.iter().find(|o| o.id == id).map(|o| o.created).unwrap_or(i64::MAX);
-    let reads = images.iter().filter(|o| o.id != id).filter_map(|o| {
-        let tag = o.repo_tags.iter().find(|t| *t != "<none>:<none>")?.clone();
-        Some(async move { id_and_layers(g, &o.id).await.ok().map(|(_, chain)| (tag, chain, o.created)) })
-    });
+    let others: Vec<(String, String, i64)> = images
+        .iter()
+        .filter(|o| o.id != id)
+        .filter_map(|o| Some((o.id.clone(), o.repo_tags.iter().find(|t| *t != "<none>:<none>")?.clone(), o.created)))
+        .collect();
+    let reads = others.into_iter().map(|(other, tag, created)| tagged_chain(g, other, tag, created));
     for (tag, chain, created) in futures::future::join_all(reads).await.into_iter().flatten() {
         let shorter = chain.len() < layers.len() || created <= made;
         if !chain.is_empty() && shorter && layers.starts_with(&chain) && best.as_ref().is_none_or(|(n, _)| chain.len() > *n) {
@@ -370,6 +372,10 @@ async fn found_base(g: &Grader, known: Option<&KnownImages>, id: &str, layers: &
         }
     }
     Ok(best.map(|(_, name)| name))
+}
+
+async fn tagged_chain(g: &Grader, id: String, tag: String, created: i64) -> Option<(String, Vec<String>, i64)> {
+    id_and_layers(g, &id).await.ok().map(|(_, chain)| (tag, chain, created))
 }
 
 fn engine_outcome(err: EngineError, what: &str) -> Outcome {

@@ -29,6 +29,7 @@ mod evaluate;
 mod history;
 pub(crate) mod identity;
 pub mod live;
+mod logscan;
 mod probe;
 pub mod routes;
 mod session;
@@ -162,6 +163,8 @@ pub struct Grader {
     state: Mutex<GradeState>,
     /// The grader's own network probes into the machine's containers.
     probe: probe::Prober,
+    /// What containers have printed, while they cannot print more.
+    logs: logscan::LogMemory,
 }
 
 #[derive(Default)]
@@ -201,7 +204,7 @@ impl Grader {
         })?;
         let docker = Docker::connect_with_unix(path, ENGINE_TIMEOUT_S, ENGINE_API).map_err(connect_err)?;
         let probe = probe::Prober::new(socket);
-        Ok(Grader { session: session.to_owned(), docker, shell, since, state: Mutex::new(GradeState::default()), probe })
+        Ok(Grader { session: session.to_owned(), docker, shell, since, state: Mutex::new(GradeState::default()), probe, logs: logscan::LogMemory::default() })
     }
 
     pub fn session(&self) -> &str {
