@@ -165,6 +165,21 @@ pub fn bridge_ruleset(pins: &[(String, Ipv4Addr)]) -> String {
     )
 }
 
+/// Brings the bridge table to [`bridge_ruleset`] in one transaction without emptying its set: a
+/// machine a launcher pins meanwhile (another process on this host) keeps its element.
+fn bridge_update_script(pins: &[(String, Ipv4Addr)]) -> String {
+    format!(
+        "table bridge {NFT_TABLE} {{\n\
+         \x20   chain prerouting {{ type filter hook prerouting priority -200; policy accept; }}\n\
+         \x20   chain output {{ type filter hook output priority -200; policy accept; }}\n\
+         }}\n\
+         flush chain bridge {NFT_TABLE} prerouting\n\
+         flush chain bridge {NFT_TABLE} output\n\
+         {}",
+        bridge_ruleset(pins)
+    )
+}
+
 /// A machine's element of the `ports` set.
 fn port_element(veth: &str, address: Ipv4Addr) -> String {
     format!("\"{veth}\" . {} . {address}", machine_mac(address))
@@ -215,16 +230,15 @@ pub fn ensure_host_network(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     // Replace the whole table atomically: declare it (so delete cannot fail), delete, recreate.
     let script = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}", cfg.ruleset());
     run(&["nft", "-f", "-"], Some(&script))?;
-    // The bridge table is rebuilt the same way, pinning every machine port already on the bridge
-    // (machines a restarted server adopts keep their network; their addresses follow from their
-    // slots, as when they were made).
+    // The bridge table's rules are rebuilt too, and every machine port already on the bridge is
+    // pinned (machines a restarted server adopts keep their network; their addresses follow from
+    // their slots, as when they were made).
     let pins: Vec<(String, Ipv4Addr)> = host_veths()
         .into_iter()
         .filter(|v| fs::read_link(format!("/sys/class/net/{v}/master")).is_ok_and(|m| m.file_name().is_some_and(|n| n == br)))
         .filter_map(|v| cfg.veth_address(&v).map(|a| (v, a)))
         .collect();
-    let script = format!("table bridge {NFT_TABLE}\ndelete table bridge {NFT_TABLE}\n{}", bridge_ruleset(&pins));
-    run(&["nft", "-f", "-"], Some(&script))?;
+    run(&["nft", "-f", "-"], Some(&bridge_update_script(&pins)))?;
     for (_, address) in &pins {
         pin_neighbour(br, *address)?;
     }
