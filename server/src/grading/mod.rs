@@ -14,8 +14,9 @@
 //!   hold, and goes back to not done when the learner undoes it;
 //! - a **history task** is something that happened: once done, it stays done for the session. Its
 //!   event checks are decided from the engine's event sequence, per container instance (id) and in
-//!   the order written; its other checks count only at a *settled* evaluation, one made after the
-//!   engine has been quiet for [`SETTLE`], never between the events of one command (`docker run
+//!   the order written; its other checks count only once they held while the engine stayed quiet
+//!   for [`SETTLE`]: seen by an evaluation made after the engine's last event, with no further
+//!   event for [`SETTLE`] after that one. Never between the events of one command (`docker run
 //!   -d` creates, then starts: "created, not started" is only a moment there).
 //!
 //! An exercise is complete when one evaluation reports every task done: all its state tasks hold
@@ -180,6 +181,9 @@ struct GradeState {
     last_change: Option<Instant>,
     /// When the last `Scope::All` evaluation began (the answers `Scope::Tick` reuses are that old).
     last_all: Option<Instant>,
+    /// History tasks whose checks held at an evaluation made after the change recorded here (the
+    /// engine's last event then, `None` for none); done once no event follows for [`SETTLE`].
+    settling: HashMap<String, Option<Instant>>,
     /// Image id → whether it holds a shell (image contents never change).
     shells: HashMap<String, Option<String>>,
     /// Image id → its layers.
@@ -236,7 +240,11 @@ impl Grader {
     pub fn record_event(&self, event: SeenEvent, changes: bool) {
         let mut state = lock(&self.state);
         if changes {
-            state.last_change = Some(Instant::now());
+            let now = Instant::now();
+            state.settle(now);
+            // What was settling before this event either held long enough or did not count.
+            state.settling.clear();
+            state.last_change = Some(now);
         }
         state.remember(std::iter::once(event));
     }
@@ -247,6 +255,7 @@ impl Grader {
         let started = Instant::now();
         let (done, change_before) = {
             let mut state = lock(&self.state);
+            state.settle(started);
             if scope == Scope::All {
                 state.last_all = Some(started);
             }
@@ -297,23 +306,29 @@ impl Grader {
         }
         {
             let mut state = lock(&self.state);
-            // Settled: no change in the last SETTLE, none while grading, and the reused answers
-            // (Scope::Tick) were asked after the last change.
+            // What this evaluation saw is the engine's state after its last change if no change
+            // came while grading and the answers reused by a tick were asked after that change.
             let (change, all) = change_before;
-            let quiet = change.is_none_or(|t| started.duration_since(t) >= SETTLE);
             let fresh = scope == Scope::All || change.is_none_or(|t| all.is_some_and(|a| a > t));
-            let settled = quiet && fresh && state.last_change == change;
+            let current = fresh && state.last_change == change;
+            let now = Instant::now();
             for (r, history) in graded.iter_mut() {
                 if engine_down && r.status != TaskStatus::Passed {
                     r.status = TaskStatus::Pending;
                     r.detail = ENGINE_DOWN.to_owned();
                 }
-                if !*history || r.status != TaskStatus::Passed {
+                if !*history || state.history_done.contains(&r.id) {
                     continue;
                 }
-                if settled {
-                    state.history_done.insert(r.id.clone());
-                } else {
+                if r.status != TaskStatus::Passed {
+                    state.settling.remove(&r.id);
+                    continue;
+                }
+                if current {
+                    state.settling.entry(r.id.clone()).or_insert(change);
+                }
+                state.settle(now);
+                if !state.history_done.contains(&r.id) {
                     r.status = TaskStatus::Pending;
                     r.detail = SETTLING.to_owned();
                 }
@@ -355,6 +370,22 @@ impl Grader {
 }
 
 impl GradeState {
+    /// Marks done the settling history tasks that held for [`SETTLE`] after the engine's last
+    /// change, with no change since.
+    fn settle(&mut self, now: Instant) {
+        let last = self.last_change;
+        let held: Vec<String> = self
+            .settling
+            .iter()
+            .filter(|(_, change)| **change == last && change.is_none_or(|c| now.duration_since(c) >= SETTLE))
+            .map(|(task, _)| task.clone())
+            .collect();
+        for task in held {
+            self.settling.remove(&task);
+            self.history_done.insert(task);
+        }
+    }
+
     /// Adds events not seen yet, keeping them in the engine's order.
     fn remember(&mut self, events: impl IntoIterator<Item = SeenEvent>) {
         let mut added = false;

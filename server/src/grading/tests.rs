@@ -641,6 +641,40 @@ async fn history_tasks_count_once_the_engine_settled_and_then_stay_done() {
 }
 
 #[tokio::test]
+async fn a_state_seen_between_two_events_of_one_command_never_counts() {
+    let lab = lab().await;
+    let mut ex = exercise(vec![("create", vec![Check::ContainerState {
+        container: "box".into(), state: Some(lessons::checks::ContainerStatus::Created), exit_code: None, oom_killed: None,
+        image: None, min_restarts: None, restart_policy: None, memory_mb: None, cpus: None,
+    }])]);
+    ex.tasks[0].history = true;
+    let created = json!({"Id": "c1", "Name": "/box", "State": {"Status": "created", "Running": false}, "Config": {"Image": "busybox"}, "HostConfig": {}});
+    let note = |action: &str| {
+        let e: bollard::models::EventMessage = serde_json::from_value(event("container", action, "c1", json!({"name": "box"}))).unwrap();
+        assert!(lab.grader.note_event(&e));
+    };
+    // `docker run -d`: create, a grade that sees "created", then start half a second later.
+    lab.engine.json("/containers/box/json", created.clone());
+    note("create");
+    assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].status, TaskStatus::Pending);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut running = created.clone();
+    running["State"] = json!({"Status": "running", "Running": true});
+    lab.engine.json("/containers/box/json", running);
+    note("start");
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].status, TaskStatus::Failed);
+    // `docker create`, then nothing for a while: it counts, even if the next grade comes after
+    // the learner has moved on.
+    lab.engine.json("/containers/box/json", created);
+    note("create");
+    assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].status, TaskStatus::Pending);
+    tokio::time::sleep(SETTLE).await;
+    note("start");
+    assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].status, TaskStatus::Passed);
+}
+
+#[tokio::test]
 async fn a_tasks_container_events_must_come_from_one_instance_in_order() {
     let lab = lab().await;
     let step = |action: &str| Check::EventSeen { object: EventObject::Container, name: "box".into(), action: action.into(), image: None };
