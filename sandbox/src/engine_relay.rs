@@ -68,6 +68,36 @@ pub const ENGINE_CONNECTIONS: usize = 8;
 /// Clients on one relay socket at a time.
 pub const CLIENT_CONNECTIONS: usize = 32;
 
+/// The caps a relay applies (the constants above, unless a test shortens them).
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    pub answer_cap: u64,
+    pub export_cap: u64,
+    pub events_cap: u64,
+    pub header_timeout: Duration,
+    pub answer_timeout: Duration,
+    pub export_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub engine_connections: usize,
+    pub client_connections: usize,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            answer_cap: ANSWER_CAP,
+            export_cap: EXPORT_CAP,
+            events_cap: EVENTS_CAP,
+            header_timeout: HEADER_TIMEOUT,
+            answer_timeout: ANSWER_TIMEOUT,
+            export_timeout: EXPORT_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            engine_connections: ENGINE_CONNECTIONS,
+            client_connections: CLIENT_CONNECTIONS,
+        }
+    }
+}
+
 /// Errors starting a relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -111,6 +141,11 @@ impl EngineRelay {
     /// Listens on `socket` (its directory is made root-only) and relays to `target`'s engine.
     /// Must be called within a tokio runtime.
     pub fn start(socket: &Path, target: EngineTarget) -> Result<EngineRelay, RelayError> {
+        EngineRelay::start_with(socket, target, RelayLimits::default())
+    }
+
+    /// [`EngineRelay::start`] with other caps.
+    pub fn start_with(socket: &Path, target: EngineTarget, limits: RelayLimits) -> Result<EngineRelay, RelayError> {
         let dir = socket.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(|source| RelayError::Io { step: "creating", path: dir.into(), source })?;
         use std::os::unix::fs::PermissionsExt;
@@ -125,7 +160,8 @@ impl EngineRelay {
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|source| RelayError::Io { step: "making root-only", path: socket.into(), source })?;
         let span = tracing::info_span!("engine_relay", machine = %target.id);
-        let task = tokio::spawn(serve(listener, Arc::new(Relay { target, engine: Arc::new(Semaphore::new(ENGINE_CONNECTIONS)) })).instrument(span));
+        let engine = Arc::new(Semaphore::new(limits.engine_connections));
+        let task = tokio::spawn(serve(listener, Arc::new(Relay { target, engine, limits })).instrument(span));
         Ok(EngineRelay { socket: socket.to_path_buf(), task: task.abort_handle() })
     }
 
@@ -144,6 +180,7 @@ impl Drop for EngineRelay {
 struct Relay {
     target: EngineTarget,
     engine: Arc<Semaphore>,
+    limits: RelayLimits,
 }
 
 async fn serve(listener: UnixListener, relay: Arc<Relay>) {
@@ -156,8 +193,9 @@ async fn serve(listener: UnixListener, relay: Arc<Relay>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if open.load(Ordering::Relaxed) >= CLIENT_CONNECTIONS {
-            warn!(limit = CLIENT_CONNECTIONS, "too many clients on the engine relay; one refused");
+        let limit = relay.limits.client_connections;
+        if open.load(Ordering::Relaxed) >= limit {
+            warn!(limit, "too many clients on the engine relay; one refused");
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
@@ -203,22 +241,22 @@ impl Kind {
             Kind::Answer
         }
     }
-    fn cap(self) -> u64 {
+    fn cap(self, l: &RelayLimits) -> u64 {
         match self {
-            Kind::Answer => ANSWER_CAP,
-            Kind::Export => EXPORT_CAP,
-            Kind::Events => EVENTS_CAP,
+            Kind::Answer => l.answer_cap,
+            Kind::Export => l.export_cap,
+            Kind::Events => l.events_cap,
         }
     }
-    fn total(self) -> Option<Duration> {
+    fn total(self, l: &RelayLimits) -> Option<Duration> {
         match self {
-            Kind::Answer => Some(ANSWER_TIMEOUT),
-            Kind::Export => Some(EXPORT_TIMEOUT),
+            Kind::Answer => Some(l.answer_timeout),
+            Kind::Export => Some(l.export_timeout),
             Kind::Events => None,
         }
     }
-    fn idle(self) -> Option<Duration> {
-        (self != Kind::Events).then_some(IDLE_TIMEOUT)
+    fn idle(self, l: &RelayLimits) -> Option<Duration> {
+        (self != Kind::Events).then_some(l.idle_timeout)
     }
 }
 
@@ -240,13 +278,16 @@ impl Relay {
             return refuse(StatusCode::NOT_IMPLEMENTED, "docklab's engine relay does not pass connection upgrades".into());
         }
         let kind = Kind::of(req.uri().path());
-        let Ok(Ok(permit)) = tokio::time::timeout(HEADER_TIMEOUT, self.engine.clone().acquire_owned()).await else {
-            warn!(limit = ENGINE_CONNECTIONS, "the machine's engine holds every connection docklab allows it");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, format!("the Docker engine of machine {id} is busy ({ENGINE_CONNECTIONS} requests open)"));
+        let l = &self.limits;
+        let header_timeout = l.header_timeout;
+        let Ok(Ok(permit)) = tokio::time::timeout(header_timeout, self.engine.clone().acquire_owned()).await else {
+            let limit = l.engine_connections;
+            warn!(limit, "the machine's engine holds every connection docklab allows it");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, format!("the Docker engine of machine {id} is busy ({limit} requests open)"));
         };
         let root = self.target.root.clone();
         let connected = tokio::task::spawn_blocking(move || root.open()?.connect(Path::new(ENGINE_SOCKET_INSIDE)));
-        let stream = match tokio::time::timeout(HEADER_TIMEOUT, connected).await {
+        let stream = match tokio::time::timeout(header_timeout, connected).await {
             Ok(Ok(Ok(s))) => s,
             Ok(Ok(Err(e))) => {
                 debug!(error = %e, "no connection to the machine's engine");
@@ -259,19 +300,19 @@ impl Relay {
             Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("cannot reach the Docker engine of machine {id}: {e}")),
         };
         let handshake = hyper::client::conn::http1::Builder::new().max_buf_size(256 * 1024).handshake::<_, Incoming>(TokioIo::new(stream));
-        let (mut sender, conn) = match tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
+        let (mut sender, conn) = match tokio::time::timeout(header_timeout, handshake).await {
             Ok(Ok(pair)) => pair,
             _ => return refuse(StatusCode::BAD_GATEWAY, format!("cannot speak HTTP with the Docker engine of machine {id}")),
         };
         // The connection lives until the answer is read or dropped (or its time is up).
         let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
-        let total = kind.total();
+        let total = kind.total(l);
         tokio::spawn(
             async move {
                 let _permit: OwnedSemaphorePermit = permit;
                 let limit = async {
                     match total {
-                        Some(t) => tokio::time::sleep(t + HEADER_TIMEOUT).await,
+                        Some(t) => tokio::time::sleep(t + header_timeout).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -292,18 +333,18 @@ impl Relay {
         };
         parts.headers.insert(hyper::header::HOST, hyper::header::HeaderValue::from_static("docker"));
         let upstream = Request::from_parts(parts, body);
-        let res = match tokio::time::timeout(HEADER_TIMEOUT, sender.send_request(upstream)).await {
+        let res = match tokio::time::timeout(header_timeout, sender.send_request(upstream)).await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => return refuse(StatusCode::BAD_GATEWAY, format!("the Docker engine of machine {id} gave no usable answer: {e}")),
             Err(_) => {
-                warn!(secs = HEADER_TIMEOUT.as_secs(), "the machine's engine sent no answer in time");
-                return refuse(StatusCode::GATEWAY_TIMEOUT, format!("the Docker engine of machine {id} did not answer within {} s", HEADER_TIMEOUT.as_secs()));
+                warn!(ms = header_timeout.as_millis() as u64, "the machine's engine sent no answer in time");
+                return refuse(StatusCode::GATEWAY_TIMEOUT, format!("the Docker engine of machine {id} did not answer within {} ms", header_timeout.as_millis()));
             }
         };
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             return refuse(StatusCode::BAD_GATEWAY, "the engine switched protocols; docklab's engine relay does not pass that".into());
         }
-        let cap = kind.cap();
+        let cap = kind.cap(l);
         if res.body().size_hint().lower() > cap {
             warn!(announced = res.body().size_hint().lower(), cap, "the machine's engine announced an answer over the cap; refused");
             return refuse(StatusCode::BAD_GATEWAY, format!("the Docker engine of machine {id} sent an answer larger than {} MiB; docklab does not read it", cap >> 20));
@@ -317,9 +358,9 @@ impl Relay {
             inner: body,
             left: cap,
             cap,
-            total: kind.total().map(|t| Box::pin(tokio::time::sleep(t))),
-            idle: kind.idle(),
-            idle_timer: kind.idle().map(|t| Box::pin(tokio::time::sleep(t))),
+            total: kind.total(l).map(|t| Box::pin(tokio::time::sleep(t))),
+            idle: kind.idle(l),
+            idle_timer: kind.idle(l).map(|t| Box::pin(tokio::time::sleep(t))),
             _dropped: dropped_tx,
             id: id.clone(),
             failed: false,
@@ -502,6 +543,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_silent_or_trickling_engine_is_given_up_on_in_time() {
+        let host = tempfile::tempdir().unwrap();
+        let limits = RelayLimits { header_timeout: Duration::from_millis(300), idle_timeout: Duration::from_millis(300), answer_timeout: Duration::from_secs(2), ..RelayLimits::default() };
+        // Says nothing at all (and keeps the connection open).
+        let silent = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(silent.path().join("run/docklab")).unwrap();
+        let mute = UnixListener::bind(silent.path().join("run/docklab/docker.sock")).unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = mute.accept().await {
+                held.push(s);
+            }
+        });
+        let uid = std::fs::metadata(silent.path()).unwrap().uid();
+        let target = EngineTarget { id: "m1".into(), root: TargetRoot::Dir { path: silent.path().into(), uid } };
+        let relay = EngineRelay::start_with(&host.path().join("engines/m1.sock"), target, limits.clone()).unwrap();
+        let started = std::time::Instant::now();
+        let (status, _, text) = get(relay.socket(), "/v1.41/containers/json").await;
+        assert!(status.contains("504"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // Sends headers, then a byte now and then (each gap longer than the idle limit).
+        let slow = tempfile::tempdir().unwrap();
+        let dir = slow.path().join("run/docklab");
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = UnixListener::bind(dir.join("docker.sock")).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut b = [0u8; 4096];
+            let _ = s.read(&mut b).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nx").await;
+            for _ in 0..1000 {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                if s.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let uid = std::fs::metadata(slow.path()).unwrap().uid();
+        let target = EngineTarget { id: "m2".into(), root: TargetRoot::Dir { path: slow.path().into(), uid } };
+        let relay = EngineRelay::start_with(&host.path().join("engines/m2.sock"), target, limits).unwrap();
+        let started = std::time::Instant::now();
+        let (_, got, _) = get(relay.socket(), "/v1.41/containers/json").await;
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(got < 1000, "the whole trickled answer came through");
+    }
+
+    #[tokio::test]
     async fn a_socket_link_planted_in_the_machine_is_not_followed() {
         let root = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
@@ -524,7 +612,8 @@ mod tests {
         assert_eq!(Kind::of("/v1.41/containers/json"), Kind::Answer);
         assert_eq!(Kind::of("/v1.41/containers/events/json"), Kind::Answer);
         assert_eq!(Kind::of("/volumes/events"), Kind::Answer);
-        assert_eq!(Kind::Answer.cap(), 4 << 20);
-        assert!(Kind::Events.total().is_none() && Kind::Events.idle().is_none());
+        let l = RelayLimits::default();
+        assert_eq!(Kind::Answer.cap(&l), 4 << 20);
+        assert!(Kind::Events.total(&l).is_none() && Kind::Events.idle(&l).is_none());
     }
 }

@@ -260,6 +260,16 @@ while (1) {
 }
 "#;
 
+/// A fake engine that accepts every connection and never says anything.
+const SILENT_ENGINE: &str = r#"
+use strict; use IO::Socket::UNIX;
+unlink '/run/docklab/docker.sock';
+my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => '/run/docklab/docker.sock', Listen => 64) or die "listen: $!";
+open(my $ready, '>', '/tmp/fake-engine.ready'); close $ready;
+my @held;
+while (my $c = $s->accept) { push @held, $c }
+"#;
+
 /// Case 27: a hostile engine answering 100 MB per request (in parallel) costs the server bounded
 /// memory; the session's requests fail with a clear error; everyone else carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +283,7 @@ async fn a_fake_engine_answering_100_mb_costs_the_server_bounded_memory() {
     let before = server_usage(pid);
 
     disable_dockerd(port, &a, &ta);
-    let script = format!("cat > /tmp/fake-engine.pl <<'EOF'\n{FAKE_ENGINE}\nEOF\nsetsid nohup perl /tmp/fake-engine.pl >/tmp/fake-engine.log 2>&1 < /dev/null &\nfor i in $(seq 50); do [ -e /tmp/fake-engine.ready ] && exit 0; sleep 0.1; done; cat /tmp/fake-engine.log; exit 1");
+    let script = format!("cat > /tmp/fake-engine.pl <<'EOF'\n{FAKE_ENGINE}\nEOF\nsetsid nohup perl /tmp/fake-engine.pl >/tmp/fake-engine.log 2>&1 < /dev/null &\necho $! > /tmp/fake-engine.pid\nfor i in $(seq 50); do [ -e /tmp/fake-engine.ready ] && exit 0; sleep 0.1; done; cat /tmp/fake-engine.log; exit 1");
     run_ok(port, &a, &ta, &script);
 
     // Ten scene requests at once, each asking four 100 MB lists, while the grader and the port
@@ -321,8 +331,18 @@ async fn a_fake_engine_answering_100_mb_costs_the_server_bounded_memory() {
     let scene_b = curl(port, &["-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {tb}"), &format!("/api/sessions/{b}/scene")]);
     assert!(scene_b.ends_with("\n200"), "{scene_b}");
 
+    // An engine that accepts and never answers: the request ends in bounded time.
+    let silent = format!("kill $(cat /tmp/fake-engine.pid); rm -f /tmp/fake-engine.ready; cat > /tmp/fake-engine.pl <<'EOF'\n{SILENT_ENGINE}\nEOF\nsetsid nohup perl /tmp/fake-engine.pl >/tmp/fake-engine.log 2>&1 < /dev/null &\necho $! > /tmp/fake-engine.pid\nfor i in $(seq 50); do [ -e /tmp/fake-engine.ready ] && exit 0; sleep 0.1; done; cat /tmp/fake-engine.log; exit 1");
+    run_ok(port, &a, &ta, &silent);
+    let started = Instant::now();
+    let answer = curl(port, &["-w", "\n%{http_code}", "-H", &auth, &url]);
+    let took = started.elapsed();
+    eprintln!("a silent engine: the scene answered in {took:?}: {answer}");
+    assert!(answer.ends_with("\n503"), "{answer}");
+    assert!(took < Duration::from_secs(20), "a silent engine held the scene request for {took:?}");
+
     // The fake engine gone, the server's descriptors come back down.
-    run(port, &a, &ta, "pkill -f fake-engine.pl; true");
+    run(port, &a, &ta, "kill $(cat /tmp/fake-engine.pid); true");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = server_usage(pid);
     eprintln!("server after: {} KiB, {} fds (before: {} fds)", after.0, after.1, before.1);
