@@ -2,7 +2,7 @@
 //! seccomp filter that refuses io_uring and the other high-risk calls while Docker keeps working
 //! (SECURITY-TESTS.md case 33).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use docklab_tests::{manager, sh, unique_id, Cleanup};
@@ -33,8 +33,7 @@ async fn no_host_descriptor_reaches_a_machine() {
     let marker = std::env::temp_dir().join(&name);
     std::fs::write(&marker, "a host secret\n").unwrap();
     let f = std::fs::File::open(&marker).unwrap();
-    // SAFETY: clears FD_CLOEXEC on a descriptor this test owns.
-    assert_eq!(unsafe { libc_fcntl_clear_cloexec(f.as_raw_fd()) }, 0);
+    nix::fcntl::fcntl(f.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).expect("clearing FD_CLOEXEC");
 
     let m = manager(HELPER);
     let id = unique_id("fds");
@@ -68,19 +67,6 @@ async fn no_host_descriptor_reaches_a_machine() {
     let _ = running.await;
     drop(f);
     let _ = std::fs::remove_file(&marker);
-}
-
-/// fcntl(fd, F_SETFD, 0).
-///
-/// # Safety
-/// `fd` must be a descriptor the caller owns.
-unsafe fn libc_fcntl_clear_cloexec(fd: i32) -> i32 {
-    let fd = nix::fcntl::fcntl(
-        // SAFETY: the caller owns `fd` for the duration of this call.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-    );
-    fd.map(|_| 0).unwrap_or(-1)
 }
 
 /// io_uring_setup, called directly: prints the result and errno.
