@@ -1,5 +1,6 @@
 //! Benchmark: grade time for a six-check exercise, and the delay from a Docker event in the
-//! session to the page's `checks` update on the terminal WebSocket. Prints figures.
+//! session to the page's `checks` update on the terminal WebSocket; grade time with 300
+//! containers in the machine, and for a networking exercise with six containers. Prints figures.
 //!
 //! `cargo bench -p docklab-tests --bench grading` (as root, after `docklab setup`).
 
@@ -17,6 +18,8 @@ const HELPER: &str = env!("CARGO_BIN_EXE_docklab-test-helper");
 /// Volumes created one by one to measure event → update.
 const EVENT_ROUNDS: usize = 10;
 const GRADE_ROUNDS: usize = 30;
+/// Containers in the machine for the many-containers grade.
+const MANY: usize = 300;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[(((sorted.len() as f64 - 1.0) * p).round() as usize).min(sorted.len() - 1)]
@@ -50,9 +53,78 @@ checks = [
         text.push_str(&format!("[[tasks]]\nid = \"v{i}\"\ntitle = \"v{i}\"\nchecks = [{{ kind = \"volume_exists\", volume = \"bench-{i}\" }}]\n"));
     }
     std::fs::write(dir.join("day-24-bench/exercises/grading/exercise.toml"), text).unwrap();
+    // A machine holding MANY containers: logs of every container of an image, and state checks.
+    std::fs::create_dir_all(dir.join("day-24-bench/exercises/many")).unwrap();
+    std::fs::write(
+        dir.join("day-24-bench/exercises/many/exercise.toml"),
+        r#"title = "Many"
+brief = "b"
+[[tasks]]
+id = "logs"
+title = "Nobody printed this"
+checks = [
+  { kind = "container_logs", image = "busybox", contains = "a line no container printed" },
+  { kind = "container_state", container = "c-1", state = "exited", exit_code = 0, image = "busybox" },
+  { kind = "container_logs", container = "c-2", contains = "hello 2" },
+]
+[[tasks]]
+id = "absent"
+title = "Never there"
+checks = [{ kind = "volume_exists", volume = "never" }]
+"#,
+    )
+    .unwrap();
+    // A networking exercise with six containers (day 28's three tiers, and three on the bridge).
+    std::fs::create_dir_all(dir.join("day-24-bench/exercises/net")).unwrap();
+    std::fs::write(
+        dir.join("day-24-bench/exercises/net/exercise.toml"),
+        r#"title = "Net"
+brief = "b"
+[[tasks]]
+id = "matrix"
+title = "Who reaches whom"
+checks = [
+  { kind = "container_networks", container = "backend", networks = ["frontend-net", "backend-net"] },
+  { kind = "reachable", from = "frontend", to = "backend", by = "name" },
+  { kind = "reachable", from = "backend", to = "frontend", by = "name" },
+  { kind = "reachable", from = "backend", to = "db", by = "name" },
+  { kind = "reachable", from = "db", to = "backend", by = "name" },
+  { kind = "not_reachable", from = "frontend", to = "db", by = "ip" },
+  { kind = "not_reachable", from = "frontend", to = "db", by = "name" },
+  { kind = "not_reachable", from = "db", to = "frontend", by = "ip" },
+]
+[[tasks]]
+id = "bridge"
+title = "The default bridge"
+checks = [
+  { kind = "reachable", from = "login", to = "logout", by = "ip" },
+  { kind = "not_reachable", from = "login", to = "logout", by = "name" },
+  { kind = "not_reachable", from = "login", to = "finance", by = "ip" },
+  { kind = "reachable", from = "finance", to = "login", by = "ip" },
+]
+"#,
+    )
+    .unwrap();
     let catalog = lessons::Catalog::load(&dir).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     catalog
+}
+
+/// GET /checks `rounds` times, one after another; sorted durations.
+async fn grade_rounds<F, Fut>(http: &F, id: &str, token: &str, rounds: usize) -> Vec<Duration>
+where
+    F: Fn(&str, &str, Option<&str>, &str) -> Fut,
+    Fut: std::future::Future<Output = serde_json::Value>,
+{
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let report = http("GET", &format!("/api/sessions/{id}/checks"), Some(token), "").await;
+        out.push(started.elapsed());
+        assert!(report["tasks"].is_array(), "{report}");
+    }
+    out.sort();
+    out
 }
 
 fn main() {
@@ -130,8 +202,54 @@ async fn run() {
     grades.sort();
 
     let _ = http("DELETE", &format!("/api/sessions/{id}"), Some(&token), "").await;
+
+    // GET /checks in a machine with MANY containers (the issue's 300).
+    let created = http("POST", "/api/sessions", None, r#"{"exercise":"day-24/many"}"#).await;
+    let (id, token) = (created["id"].as_str().unwrap().to_owned(), created["token"].as_str().unwrap().to_owned());
+    let exec = |script: String| {
+        let body = serde_json::json!({"cmd": ["sh", "-c", script], "timeout_s": 600}).to_string();
+        let (path, token) = (format!("/api/sessions/{id}/exec"), token.clone());
+        let http = &http;
+        async move { http("POST", &path, Some(&token), &body).await }
+    };
+    let started = Instant::now();
+    let out = exec(format!("docker pull -q busybox >/dev/null && seq 1 {MANY} | xargs -P 6 -I N docker run -d --name c-N busybox echo hello N >/dev/null && docker ps -aq | wc -l")).await;
+    assert_eq!(out["exit_code"], 0, "{out}");
+    println!("({MANY} containers made in {:.0} s)", started.elapsed().as_secs_f64());
+    // Let the burst of events settle, as a learner's page would be polled afterwards.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let first = Instant::now();
+    let _ = http("GET", &format!("/api/sessions/{id}/checks"), Some(&token), "").await;
+    let first = first.elapsed();
+    let many = grade_rounds(&http, &id, &token, GRADE_ROUNDS).await;
+    let _ = http("DELETE", &format!("/api/sessions/{id}"), Some(&token), "").await;
+
+    // GET /checks for a networking exercise with six containers.
+    let created = http("POST", "/api/sessions", None, r#"{"exercise":"day-24/net"}"#).await;
+    let (id, token) = (created["id"].as_str().unwrap().to_owned(), created["token"].as_str().unwrap().to_owned());
+    let body = serde_json::json!({"cmd": ["sh", "-c", "docker network create frontend-net >/dev/null && docker network create backend-net >/dev/null \
+        && docker run -d --name frontend --network frontend-net busybox sleep 3600 >/dev/null \
+        && docker run -d --name db --network backend-net busybox sleep 3600 >/dev/null \
+        && docker run -d --name backend --network frontend-net busybox sleep 3600 >/dev/null && docker network connect backend-net backend \
+        && docker run -d --name login busybox sleep 3600 >/dev/null && docker run -d --name logout busybox sleep 3600 >/dev/null \
+        && docker network create secure-net >/dev/null && docker run -d --name finance --network secure-net busybox sleep 3600 >/dev/null"], "timeout_s": 120}).to_string();
+    let out = http("POST", &format!("/api/sessions/{id}/exec"), Some(&token), &body).await;
+    assert_eq!(out["exit_code"], 0, "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let net = grade_rounds(&http, &id, &token, GRADE_ROUNDS).await;
+    let report = http("GET", &format!("/api/sessions/{id}/checks"), Some(&token), "").await;
+    let _ = http("DELETE", &format!("/api/sessions/{id}"), Some(&token), "").await;
     server.abort();
+    assert_eq!(report["tasks"][0]["status"], "passed", "{report}");
+    assert_eq!(report["tasks"][1]["status"], "failed", "{report}");
 
     println!("grade, six checks (GET /checks, {GRADE_ROUNDS} rounds): p50 {}, p95 {}", ms(percentile(&grades, 0.5)), ms(percentile(&grades, 0.95)));
     println!("event -> checks frame ({EVENT_ROUNDS} volumes; includes the exec round trip): p50 {}, p95 {}", ms(percentile(&delays, 0.5)), ms(percentile(&delays, 0.95)));
+    println!(
+        "grade, {MANY} containers in the machine (GET /checks, {GRADE_ROUNDS} rounds): p50 {}, p95 {} (target p95 150 ms); the first, reading every container's logs: {}",
+        ms(percentile(&many, 0.5)),
+        ms(percentile(&many, 0.95)),
+        ms(first)
+    );
+    println!("grade, networking exercise with six containers and eleven probes (GET /checks, {GRADE_ROUNDS} rounds): p50 {}, p95 {} (target p95 400 ms)", ms(percentile(&net, 0.5)), ms(percentile(&net, 0.95)));
 }

@@ -191,7 +191,10 @@ pub async fn check(g: &Grader, check: &Check) -> Outcome {
         Check::PortHttp { port, path, contains, container } => port_http(g, *port, path, contains, container.as_deref()).await,
         Check::ImageExists { image } => {
             match g.docker.inspect_image(image).await {
-                Ok(_) => pass(),
+                Ok(i) => match super::identity::impostor(g, image, &i.root_fs.and_then(|r| r.layers).unwrap_or_default()) {
+                    Some(why) => fail(why),
+                    None => pass(),
+                },
                 Err(err) => match lookup_error(err, &format!("image {image}")) {
                     Lookup::NotFound => fail(format!("there is no image {image}{}", images_here(g).await)),
                     Lookup::Other(o) => o,
@@ -488,7 +491,16 @@ async fn reachability(g: &Grader, from: &str, to: &str, by: Address, want_reacha
     let by_name = match by {
         Address::Ip => None,
         Address::Name => {
-            let (hosts, resolv_conf) = futures::join!(read_container_file(g, from, "/etc/hosts"), read_container_file(g, from, "/etc/resolv.conf"));
+            let pid = source.state.as_ref().and_then(|s| s.pid).unwrap_or(0);
+            // Through the container's root (fast); through the engine's archive API if refused.
+            let direct = match g.probe.read_files(from, pid, &["/etc/hosts", "/etc/resolv.conf"]) {
+                Ok(files) if files.iter().all(Option::is_some) => Some(files),
+                _ => None,
+            };
+            let (hosts, resolv_conf) = match direct {
+                Some(files) => (Ok(files[0].clone()), Ok(files[1].clone())),
+                None => futures::join!(read_container_file(g, from, "/etc/hosts"), read_container_file(g, from, "/etc/resolv.conf")),
+            };
             let (hosts, resolv_conf) = match (hosts, resolv_conf) {
                 (Ok(h), Ok(r)) => (h.unwrap_or_default(), r.unwrap_or_default()),
                 (Err(o), _) | (_, Err(o)) => return o,

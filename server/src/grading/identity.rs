@@ -305,6 +305,22 @@ pub(super) async fn created_from(g: &Grader, container: &str, c: &ContainerInspe
     Err(format!("container {container} was created from an image tagged {typed}, but that image is not {want}: {what}"))
 }
 
+/// When `reference` names one of docklab's images but `layers` are not that image's: what they
+/// are instead, as a detail (`docker tag busybox nginx` does not make nginx).
+pub(super) fn impostor(g: &Grader, reference: &str, layers: &[String]) -> Option<String> {
+    let known = known_for(g)?;
+    let chain = known.chain(reference)?;
+    if chain == layers {
+        return None;
+    }
+    let what = match known.identify(layers) {
+        Some((name, true)) => format!("it is docklab's {name} under another name"),
+        Some((name, false)) => format!("it is an image built on {name}"),
+        None => format!("its layers are not those of docklab's {reference}"),
+    };
+    Some(format!("the image tagged {reference} is not {reference}: {what}"))
+}
+
 /// `image_base`: which image the graded image's final stage was built on, by layer chain: the
 /// longest chain that starts it among docklab's images and the images in the machine (another
 /// name for the same image does not count as a base); no such chain means `FROM scratch`.

@@ -105,6 +105,25 @@ impl Prober {
         Ok(pid)
     }
 
+    /// Reads small files (`/etc/hosts`, `/etc/resolv.conf`) as container `container` (main
+    /// process `pid` in the machine) sees them, through its root, without following any link
+    /// and only if the machine's root owns them (sandbox's `hostile` reader). Much faster than the
+    /// engine's archive API, which starts a process per file. `None` for a file it refused.
+    pub fn read_files(&self, container: &str, pid: i64, paths: &[&str]) -> Result<Vec<Option<String>>, ProbeError> {
+        let init = self.init_pid()?;
+        let host = self.host_pid(container, init, pid)?;
+        let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap_or_default();
+        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().next()?.parse().ok());
+        let Some(uid) = uid else { return Err(ProbeError::NoProcess { container: container.to_owned(), pid }) };
+        let root = sandbox::hostile::MachineRoot::from_dir(Path::new(&format!("/proc/{host}/root")), uid)
+            .map_err(|e| ProbeError::Namespace { container: container.to_owned(), pid: host, source: io::Error::other(e.to_string()) })?;
+        Ok(paths.iter().map(|p| root.read_file(Path::new(p), 64 * 1024).ok().map(|b| String::from_utf8_lossy(&b).into_owned())).collect())
+    }
+
+    fn host_pid(&self, container: &str, init: i32, pid: i64) -> Result<i32, ProbeError> {
+        find_process(init, pid).ok_or_else(|| ProbeError::NoProcess { container: container.to_owned(), pid })
+    }
+
     /// Opens the network namespace of `container`, whose main process is `pid` in the machine.
     pub fn netns(&self, container: &str, pid: i64) -> Result<Netns, ProbeError> {
         let init = self.init_pid()?;
@@ -253,7 +272,7 @@ fn probe_thread(source: &Netns, target: &Netns, by_name: Option<ByName>) -> Resu
         }
         None => (None, target_addresses.clone()),
     };
-    let answered = ping_all(&to_probe).map_err(sock_err)?;
+    let answered = ping_all(&to_probe, &target_addresses).map_err(sock_err)?;
     Ok(Probe { target_addresses, lookup, answered })
 }
 
@@ -463,8 +482,9 @@ fn skip_name(m: &[u8], mut at: usize) -> Option<usize> {
 }
 
 /// Sends ICMP echo requests to every address at once and waits up to [`PING_DEADLINE`] for
-/// replies. Returns each address and whether it answered.
-fn ping_all(addresses: &[Ipv4Addr]) -> io::Result<Vec<(Ipv4Addr, bool)>> {
+/// replies, or until one of the `decisive` ones (the target's own) answers. Returns each address and whether it answered (an address not
+/// heard from by then counts as not answering).
+fn ping_all(addresses: &[Ipv4Addr], decisive: &[Ipv4Addr]) -> io::Result<Vec<(Ipv4Addr, bool)>> {
     if addresses.is_empty() {
         return Ok(Vec::new());
     }
@@ -491,7 +511,8 @@ fn ping_all(addresses: &[Ipv4Addr]) -> io::Result<Vec<(Ipv4Addr, bool)>> {
     };
     send_round(&mut state, round);
     let mut buf = [0u8; 2048];
-    while state.values().any(Option::is_none) {
+    // One answer decides (a container reachable at any address is reachable).
+    while state.values().any(Option::is_none) && !state.iter().any(|(ip, a)| *a == Some(true) && decisive.contains(ip)) {
         let elapsed = started.elapsed();
         if elapsed >= PING_DEADLINE {
             break;
