@@ -168,11 +168,14 @@ fn reap(args: docklab_server::cli::ReapArgs) -> anyhow::Result<()> {
 fn lock_state_dir(state_dir: &std::path::Path, wait: bool) -> anyhow::Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
-    // It holds the database (logins, learners), the machines' disks and their records: root's only.
+    // It holds the database (logins, learners), the machines' disks and their records: nobody else
+    // may list or write it (0711). Search stays open because a machine's init, root of its user
+    // namespace but an ordinary uid on the host, reaches its own root filesystem through this
+    // path; every file with a secret in it is 0600 itself.
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("making {} private (mode 0700)", state_dir.display()))?;
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("making {} private (mode 0711)", state_dir.display()))?;
     }
     let path = state_dir.join("serve.lock");
     let mut file = std::fs::OpenOptions::new()
