@@ -114,6 +114,8 @@ async fn notices_that_come_while_no_terminal_is_open_are_shown_when_one_opens() 
     let _server = start_server(port);
     let (id, token) = create_session(port, None);
 
+    // The server's Docker watch looks once a second; let it see the engine healthy first.
+    std::thread::sleep(Duration::from_secs(3));
     // No terminal has been opened: the learner kills their Docker engine through the API, and
     // the server's notices about it (stopped, running again) find no viewer.
     let out = exec(port, &id, &token, "kill -9 $(pidof dockerd); sleep 2; for i in $(seq 1 100); do docker info >/dev/null 2>&1 && echo back && break; sleep 0.2; done");
