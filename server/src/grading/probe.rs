@@ -7,7 +7,7 @@
 //! machine's tools. The server (root on the host) finds the container's main process among the
 //! machine's processes (below the machine's init), opens its `/proc/<pid>/ns/net`, and a fresh thread enters that namespace
 //! (only that thread, which then ends) to open its sockets there. Every address is probed at
-//! once, with a short deadline, so a grade waits for one timeout, not one per probe.
+//! once, with a short deadline (200 ms), so a grade waits for one timeout, not one per probe.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,10 +19,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long an echo request may go unanswered before the address counts as unreachable.
-/// Inside one machine a reply takes well under a millisecond; requests are sent again at
+/// Inside one machine a reply takes well under a millisecond (the kernel answers, whatever the
+/// load); requests are sent again at
 /// [`RESEND`] in case one was lost while a neighbour entry was being resolved.
-pub const PING_DEADLINE: Duration = Duration::from_millis(300);
-const RESEND: [Duration; 2] = [Duration::from_millis(60), Duration::from_millis(150)];
+pub const PING_DEADLINE: Duration = Duration::from_millis(200);
+const RESEND: [Duration; 2] = [Duration::from_millis(40), Duration::from_millis(100)];
 /// How long a nameserver may take to answer one query.
 pub const DNS_DEADLINE: Duration = Duration::from_millis(250);
 /// Most processes looked at while finding a container's process in a machine.
@@ -394,6 +395,17 @@ fn dns_query(server: Ipv4Addr, name: &str) -> Result<Vec<Ipv4Addr>, DnsFailure> 
     loop {
         let elapsed = started.elapsed();
         if elapsed >= DNS_DEADLINE {
+            // An answer that arrived while this thread waited for the CPU still counts.
+            let _ = socket.set_nonblocking(true);
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                if from.ip() == std::net::IpAddr::V4(server) {
+                    match parse_dns_answer(&buf[..n], id) {
+                        Some(Ok(addrs)) => return Ok(addrs),
+                        Some(Err(())) => return Err(DnsFailure::Refused),
+                        None => {}
+                    }
+                }
+            }
             return Err(DnsFailure::NoAnswer);
         }
         let wait = if sent_again { DNS_DEADLINE - elapsed } else { (DNS_DEADLINE / 2).saturating_sub(elapsed).max(Duration::from_millis(1)) };
@@ -511,8 +523,24 @@ fn ping_all(addresses: &[Ipv4Addr], decisive: &[Ipv4Addr]) -> io::Result<Vec<(Ip
     };
     send_round(&mut state, round);
     let mut buf = [0u8; 2048];
+    // Takes every reply queued on the socket (without waiting).
+    let mut drain = |state: &mut HashMap<Ipv4Addr, Option<bool>>| loop {
+        // SAFETY: `buf` is valid for writes of its length; the fd is open (non-blocking).
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        if let Some((from, ok)) = parse_icmp(&buf[..n as usize], ident) {
+            if let Some(answer @ None) = state.get_mut(&from) {
+                *answer = Some(ok);
+            }
+        }
+    };
     // One answer decides (a container reachable at any address is reachable).
-    while state.values().any(Option::is_none) && !state.iter().any(|(ip, a)| *a == Some(true) && decisive.contains(ip)) {
+    let decided = |state: &HashMap<Ipv4Addr, Option<bool>>| {
+        !state.values().any(Option::is_none) || state.iter().any(|(ip, a)| *a == Some(true) && decisive.contains(ip))
+    };
+    while !decided(&state) {
         let elapsed = started.elapsed();
         if elapsed >= PING_DEADLINE {
             break;
@@ -527,22 +555,13 @@ fn ping_all(addresses: &[Ipv4Addr], decisive: &[Ipv4Addr]) -> io::Result<Vec<(Ip
         let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the duration of the call.
         let rc = unsafe { libc::poll(&mut pfd, 1, wait.as_millis().max(1) as libc::c_int) };
-        if rc <= 0 {
-            continue;
-        }
-        loop {
-            // SAFETY: `buf` is valid for writes of its length; the fd is open.
-            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                break;
-            }
-            if let Some((from, ok)) = parse_icmp(&buf[..n as usize], ident) {
-                if let Some(answer @ None) = state.get_mut(&from) {
-                    *answer = Some(ok);
-                }
-            }
+        if rc > 0 {
+            drain(&mut state);
         }
     }
+    // Replies the kernel queued while this thread waited for the CPU still count: the deadline
+    // bounds the network, not the grader's own scheduling.
+    drain(&mut state);
     Ok(addresses.iter().map(|a| (*a, state.get(a).copied().flatten().unwrap_or(false))).collect())
 }
 
