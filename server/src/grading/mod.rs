@@ -224,15 +224,16 @@ impl Grader {
         self.since
     }
 
-    /// Remembers an event from the live stream; says whether it may change a grade. The
-    /// grader's own probes (quiet actions, and containers its checks run, labelled
-    /// `docklab.grader=1`) do not: reacting to them would grade in a loop, and would keep the
-    /// engine from ever looking settled.
+    /// Remembers an event from the live stream; says whether to grade again for it. Quiet
+    /// actions (the grader's own probes among them) change nothing. Events of containers labelled
+    /// `docklab.grader=1` (the ones check scripts run) do not set off a grading pass, which would
+    /// run the script again, in a loop; but since a learner's image can carry that label too,
+    /// they still count as changes for history tasks, which wait for a quiet engine.
     pub fn note_event(&self, event: &bollard::models::EventMessage) -> bool {
         let Some(seen) = history::seen_event(event) else { return false };
-        let changes = !history::QUIET_ACTIONS.contains(&seen.action.as_str()) && !history::from_grader(event);
+        let changes = !history::QUIET_ACTIONS.contains(&seen.action.as_str());
         self.record_event(seen, changes);
-        changes
+        changes && !history::from_grader(event)
     }
 
     /// Remembers an event from the live stream; `changes` says whether it may change a grade

@@ -630,9 +630,14 @@ async fn history_tasks_count_once_the_engine_settled_and_then_stay_done() {
     assert!(lab.grader.note_event(&live));
     let reports = lab.grader.grade(&ex, Scope::All).await;
     assert_eq!(reports[0].status, TaskStatus::Pending, "{}", reports[0].detail);
-    // The grader's own containers and quiet actions do not count as changes.
+    // A container labelled as the grader's own does not set off grading (no loop), but it is a
+    // change all the same (the label could be on a learner's image).
     let own: bollard::models::EventMessage = serde_json::from_value(event("container", "start", "p1", json!({"name": "x", "docklab.grader": "1"}))).unwrap();
     assert!(!lab.grader.note_event(&own));
+    assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].status, TaskStatus::Pending);
+    // Quiet actions (probes, exec) are no change at all.
+    let exec: bollard::models::EventMessage = serde_json::from_value(event("container", "exec_start: ping", "p1", json!({"name": "x"}))).unwrap();
+    assert!(!lab.grader.note_event(&exec));
     tokio::time::sleep(SETTLE).await;
     assert_eq!(lab.grader.grade(&ex, Scope::All).await[0].status, TaskStatus::Passed);
     // Done: undoing it later does not undo a history task.
