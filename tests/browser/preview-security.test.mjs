@@ -13,7 +13,8 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import * as lab from "./lab.mjs";
 import { startServer } from "./server.mjs";
 
@@ -125,13 +126,14 @@ describe("a hostile app behind the port preview", { timeout: 10 * 60_000 }, () =
       assert.equal(response.status(), 200);
       const attacks = await results(page);
       const report = JSON.stringify(attacks, null, 1);
+      writeFileSync(path.join(lab.ARTIFACTS, "preview-security-attacks.json"), report + "\n");
       for (const name of ATTACKS) {
         assert.ok(attacks[name], `${name} was not tried: ${report}`);
         assert.ok(attacks[name].refused && !("got" in attacks[name]), `${name} succeeded: ${report}`);
       }
       // The app's own hostile answer did arrive, without its headers' effects.
       assert.equal(attacks["hostile headers answer"]?.got, "200 hostile headers sent\n", report);
-      await page.screenshot({ path: `${lab.ARTIFACTS}/preview-security-hostile.png` });
+      await page.screenshot({ path: path.join(lab.ARTIFACTS, "preview-security-hostile.png") });
 
       // Nothing of the instructor's changed: same login cookie, nothing planted, nothing cleared,
       // no service worker for docklab, no class created.

@@ -40,7 +40,8 @@ impl Answer {
 
 /// `curl` with the answer's head and body taken apart (no redirect followed).
 fn request(port: u16, args: &[&str]) -> Answer {
-    let out_file = std::env::temp_dir().join(format!("docklab-preview-body-{}-{port}", std::process::id()));
+    // Relative: the curl helper turns arguments that start with '/' into URLs.
+    let out_file = std::path::PathBuf::from(format!("docklab-preview-body-{}-{port}", std::process::id()));
     let out = out_file.to_str().unwrap();
     let mut all = vec!["-D", "-", "-o", out];
     all.extend_from_slice(args);
@@ -63,6 +64,12 @@ fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
+}
+
+/// The cookies an answer sets, but for docklab's own anonymous-learner cookie (which docklab's
+/// middleware gives every browser that has none, previews included).
+fn cookies_set(answer: &Answer) -> Vec<&String> {
+    answer.all("set-cookie").iter().filter(|c| !c.starts_with("docklab_learner=")).collect()
 }
 
 fn assert_sandboxed(answer: &Answer, what: &str) {
@@ -145,8 +152,8 @@ async fn a_hostile_app_behind_the_port_preview_can_touch_nothing_of_docklab() {
     let evil = request(port, &[&format!("{app}/evil-headers")]);
     assert_eq!(evil.status, 200);
     assert_eq!(evil.body, "hostile headers sent\n");
+    assert_eq!(cookies_set(&evil), Vec::<&String>::new(), "the app's Set-Cookie reached the browser");
     for name in [
-        "set-cookie",
         "clear-site-data",
         "service-worker-allowed",
         "refresh",
@@ -255,6 +262,53 @@ async fn a_hostile_app_behind_the_port_preview_can_touch_nothing_of_docklab() {
         assert_eq!(page.header("referrer-policy"), Some("same-origin"), "{path}");
         assert_eq!(page.header("cross-origin-opener-policy"), Some("same-origin"), "{path}");
     }
+
+    let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", &bearer, &format!("/api/sessions/{id}")]);
+    assert_eq!(code, "204");
+}
+
+/// With `--preview-url`, previews live on that name only and nothing of docklab's is served
+/// there; docklab's own name redirects previews to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_preview_name_previews_live_only_there() {
+    let port = free_port();
+    let preview_origin = format!("http://localhost:{port}");
+    let _server = docklab_tests::server::start_server_with(port, &["--warm-machines", "1", "--end-sessions-on-exit", "--preview-url", &preview_origin]);
+    let (id, token) = create_session(port, None);
+    let bearer = format!("Authorization: Bearer {token}");
+    let out = exec(
+        port,
+        &id,
+        &token,
+        "docker run -d -p 8080:80 busybox sh -c 'mkdir -p /www && echo preview-name > /www/index.html && httpd -f -p 80 -h /www' >/dev/null && \
+         for i in $(seq 50); do curl -fs http://127.0.0.1:8080/ && break; sleep 0.2; done",
+    );
+    assert_eq!(out["stdout"], "preview-name\n", "{out}");
+
+    let base = request(port, &["-H", &bearer, &format!("/api/sessions/{id}/preview")]).json()["base"].as_str().unwrap().to_string();
+    let path = base.strip_prefix(&preview_origin).unwrap_or_else(|| panic!("{base} is not on {preview_origin}")).to_string();
+    let on_preview_name = format!("Host: localhost:{port}");
+
+    // On docklab's own name: only redirects to the preview name.
+    let moved = request(port, &[&format!("{path}8080/?a=1")]);
+    assert_eq!(moved.status, 308);
+    assert_eq!(moved.header("location"), Some(format!("{base}8080/?a=1").as_str()));
+    let legacy = request(port, &[&format!("/sessions/{id}/ports/8080/?token={token}")]);
+    assert_eq!(legacy.status, 303);
+    assert_eq!(legacy.header("location"), Some(format!("{base}8080/").as_str()));
+    assert_eq!(cookies_set(&legacy), Vec::<&String>::new(), "no preview cookie for docklab's name");
+
+    // On the preview name: the preview, sandboxed; none of docklab's pages or API.
+    let page = request(port, &["-H", &on_preview_name, &format!("{path}8080/")]);
+    assert_eq!((page.status, page.body.as_str()), (200, "preview-name\n"));
+    assert_sandboxed(&page, "preview on its own name");
+    for docklab_path in ["/", "/lessons/day-24", "/api/lessons", "/instructor/login", "/static/lab.js", &format!("/api/sessions/{id}")] {
+        let answer = request(port, &["-H", &on_preview_name, "-H", &bearer, docklab_path]);
+        assert_eq!(answer.status, 404, "{docklab_path} served on the preview name: {}", answer.body);
+        assert_eq!(answer.json()["code"], "preview_host", "{docklab_path}");
+    }
+    // docklab's own name still serves docklab.
+    assert_eq!(request(port, &["/api/lessons"]).status, 200);
 
     let code = curl(port, &["-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", &bearer, &format!("/api/sessions/{id}")]);
     assert_eq!(code, "204");
