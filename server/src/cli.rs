@@ -131,7 +131,7 @@ pub struct ServeArgs {
     /// The URL browsers use for docklab when it is reached by a name (e.g. through a reverse
     /// proxy at https://lab.example.org); repeat for several. Requests for any other name are
     /// refused (DNS rebinding); IP addresses and localhost always work.
-    #[arg(long = "public-url", value_parser = crate::origin::parse_public_url)]
+    #[arg(long = "public-url", env = "DOCKLAB_PUBLIC_URL", value_delimiter = ',', value_parser = crate::origin::parse_public_url)]
     pub public_urls: Vec<String>,
     /// A second name for this server (pointing at the same address or proxy) that serves port
     /// previews and nothing else, e.g. https://preview.lab.example.org: a learner's app then runs
