@@ -132,3 +132,49 @@ fn half_open_requests_cost_bounded_descriptors_on_every_listener_and_are_closed(
         attack(what, owner, SocketAddr::from((bridge, service_port)), tls, limits.per_client, limits.header_timeout.max(limits.handshake_timeout), &answered);
     }
 }
+
+/// The finding as reported: a machine's root opens 500 half-open requests to the package proxy
+/// and the registry from inside its machine. The server keeps at most the per-machine cap of
+/// them, another machine is served meanwhile, and they are all gone after the head timeout.
+#[test]
+fn a_machine_holding_half_open_requests_gets_its_cap_and_another_machine_is_served() {
+    use docklab_tests::server::{create_session, exec};
+    let port = free_port();
+    let server = start_server_with(port, &["--warm-machines", "0", "--end-sessions-on-exit"]);
+    let (attacker, attacker_token) = create_session(port, None);
+    let (other, other_token) = create_session(port, None);
+    // Whoever serves the bridge on this host (this test's server, or another test process's).
+    let pid = listener_pid(3142).expect("the package proxy listens");
+    let _ = &server;
+    let before = fds(pid);
+
+    // In the background, so the exec returns while the connections stay open for 60 s.
+    let script = r#"nohup bash -c '
+        for i in $(seq 250); do exec {fd}<>/dev/tcp/10.200.0.1/3142 && printf "GET / HTTP/1.1\r\nHost: x\r\n" >&$fd; done
+        for i in $(seq 250); do exec {fd}<>/dev/tcp/10.200.0.1/80 && printf "GET /v2/ HTTP/1.1\r\nHost: x\r\n" >&$fd; done
+        sleep 60' >/dev/null 2>&1 &
+        sleep 5; ls /proc/$!/fd | wc -l"#;
+    let out = exec(port, &attacker, &attacker_token, script);
+    let opened: usize = out["stdout"].as_str().unwrap_or("0").trim().parse().unwrap_or(0);
+    let during = fds(pid);
+    eprintln!("a machine opened {opened} descriptors of half-open requests; server descriptors {before} -> {during}");
+    assert!(opened >= 400, "the machine could not open its connections: {out}");
+    // 64 per machine on each listener: the proxy's and the registry's.
+    let cap = sandbox::listen::Limits::BRIDGE.per_client;
+    assert!(during <= before + 2 * cap + 16, "500 half-open requests from one machine took the server from {before} to {during} descriptors");
+
+    let probe = exec(
+        port,
+        &other,
+        &other_token,
+        r#"bash -c 'exec 3<>/dev/tcp/10.200.0.1/80 && printf "GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >&3 && timeout 10 head -1 <&3'"#,
+    );
+    let said = probe["stdout"].as_str().unwrap_or("");
+    assert!(said.starts_with("HTTP/1.1 200"), "another machine was not served by the registry meanwhile: {probe}");
+
+    let timeout = sandbox::listen::Limits::BRIDGE.header_timeout;
+    std::thread::sleep(timeout + Duration::from_secs(3));
+    let after = fds(pid);
+    eprintln!("after the {timeout:?} head timeout: server descriptors {after}");
+    assert!(after <= before + 8, "the server still holds {after} descriptors ({before} before) past the head timeout");
+}
