@@ -5,12 +5,14 @@
 //! lessons/day-27-volumes/
 //!   lesson.md                          +++ TOML front matter +++ then Markdown
 //!   exercises/volumes-lifecycle/
-//!     exercise.toml                    title, brief, [[tasks]] {id, title, hints, checks}
+//!     exercise.toml                    title, brief, [[tasks]] {id, title, hints, history?, checks}
 //!     files/                           optional: copied into the learner's home (/root) at start
 //!     setup.sh                         optional: run in the machine before the learner arrives
 //!     solution.sh                      the reference solution; `# task: <id>` lines split it
 //! ```
-//! Checks are typed ([`checks::Check`]); a task's checks all pass for the task to be done.
+//! Checks are typed ([`checks::Check`]); a task's checks all pass for the task to be done. A task
+//! is a state task (done while it holds) or a history task (done once it happened): see
+//! [`Task::history`] and `lessons/README.md`.
 //! [`Catalog::embedded`] reads the copy compiled into the binary; [`Catalog::load`] reads an
 //! operator-supplied folder of the same shape. Both validate everything before returning, and
 //! every error names the file at fault.
