@@ -89,6 +89,32 @@ async fn wrong_passwords_are_refused_and_logins_are_stored_hashed() {
 }
 
 #[tokio::test]
+async fn guessing_gets_429_with_retry_after_and_the_csrf_token_is_stored_nowhere() {
+    let (state, _) = fake_state(ServerConfig::default());
+    let router = app(state.clone());
+    let (cookie, csrf) = login(&state, &router, "ada").await;
+    assert_eq!(csrf.len(), 64);
+    let id = cookie.split_once('=').unwrap().1;
+    let stored = state.classroom.store.login(&crate::store::token_hash(id), now()).unwrap().unwrap();
+    assert_eq!(stored.csrf, "", "the database keeps no CSRF token");
+    let attempt = |password: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/instructor/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("name=ada&password={password}")))
+            .unwrap()
+    };
+    for _ in 0..10 {
+        assert_eq!(call(&router, attempt("wrong")).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let response = router.clone().oneshot(attempt("correct+horse")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "the eleventh attempt, even a right one");
+    let retry: u64 = response.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=90).contains(&retry), "Retry-After {retry}");
+}
+
+#[tokio::test]
 async fn creating_a_class_needs_a_login_and_the_csrf_token() {
     let (state, _) = fake_state(ServerConfig::default());
     let router = app(state.clone());
