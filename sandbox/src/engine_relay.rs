@@ -161,7 +161,8 @@ impl EngineRelay {
             .map_err(|source| RelayError::Io { step: "making root-only", path: socket.into(), source })?;
         let span = tracing::info_span!("engine_relay", machine = %target.id);
         let engine = Arc::new(Semaphore::new(limits.engine_connections));
-        let task = tokio::spawn(serve(listener, Arc::new(Relay { target, engine, limits })).instrument(span));
+        let relay = Relay { target, engine, limits, warnings: Arc::new(Warnings::default()) };
+        let task = tokio::spawn(serve(listener, Arc::new(relay)).instrument(span));
         Ok(EngineRelay { socket: socket.to_path_buf(), task: task.abort_handle() })
     }
 
@@ -181,6 +182,42 @@ struct Relay {
     target: EngineTarget,
     engine: Arc<Semaphore>,
     limits: RelayLimits,
+    warnings: Arc<Warnings>,
+}
+
+/// How often one relay may warn in the server's log: a hostile engine misbehaves on every
+/// request, and the log is the host's disk.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// At most one warning per [`WARN_EVERY`] per relay; the others are counted and reported with
+/// the next one.
+#[derive(Default)]
+struct Warnings {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    suppressed: AtomicUsize,
+}
+
+impl Warnings {
+    /// Whether to log now; if so, how many warnings were held back since the last one.
+    fn admit(&self) -> Option<usize> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// `warn!` through the relay's [`Warnings`].
+macro_rules! warn_limited {
+    ($w:expr, $($arg:tt)+) => {
+        if let Some(held_back) = $w.admit() {
+            warn!(held_back, $($arg)+);
+        }
+    };
 }
 
 async fn serve(listener: UnixListener, relay: Arc<Relay>) {
@@ -195,7 +232,7 @@ async fn serve(listener: UnixListener, relay: Arc<Relay>) {
         };
         let limit = relay.limits.client_connections;
         if open.load(Ordering::Relaxed) >= limit {
-            warn!(limit, "too many clients on the engine relay; one refused");
+            warn_limited!(relay.warnings, limit, "too many clients on the engine relay; one refused");
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
@@ -282,7 +319,7 @@ impl Relay {
         let header_timeout = l.header_timeout;
         let Ok(Ok(permit)) = tokio::time::timeout(header_timeout, self.engine.clone().acquire_owned()).await else {
             let limit = l.engine_connections;
-            warn!(limit, "the machine's engine holds every connection docklab allows it");
+            warn_limited!(self.warnings, limit, "the machine's engine holds every connection docklab allows it");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, format!("the Docker engine of machine {id} is busy ({limit} requests open)"));
         };
         let root = self.target.root.clone();
@@ -337,7 +374,7 @@ impl Relay {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => return refuse(StatusCode::BAD_GATEWAY, format!("the Docker engine of machine {id} gave no usable answer: {e}")),
             Err(_) => {
-                warn!(ms = header_timeout.as_millis() as u64, "the machine's engine sent no answer in time");
+                warn_limited!(self.warnings, ms = header_timeout.as_millis() as u64, "the machine's engine sent no answer in time");
                 return refuse(StatusCode::GATEWAY_TIMEOUT, format!("the Docker engine of machine {id} did not answer within {} ms", header_timeout.as_millis()));
             }
         };
@@ -346,7 +383,7 @@ impl Relay {
         }
         let cap = kind.cap(l);
         if res.body().size_hint().lower() > cap {
-            warn!(announced = res.body().size_hint().lower(), cap, "the machine's engine announced an answer over the cap; refused");
+            warn_limited!(self.warnings, announced = res.body().size_hint().lower(), cap, "the machine's engine announced an answer over the cap; refused");
             return refuse(StatusCode::BAD_GATEWAY, format!("the Docker engine of machine {id} sent an answer larger than {} MiB; docklab does not read it", cap >> 20));
         }
         let (mut parts, body) = res.into_parts();
@@ -363,6 +400,7 @@ impl Relay {
             idle_timer: kind.idle(l).map(|t| Box::pin(tokio::time::sleep(t))),
             _dropped: dropped_tx,
             id: id.clone(),
+            warnings: self.warnings.clone(),
             failed: false,
         };
         Response::from_parts(parts, capped.boxed())
@@ -380,12 +418,13 @@ struct Capped {
     /// Dropped with the body: ends the connection to the engine.
     _dropped: oneshot::Sender<()>,
     id: String,
+    warnings: Arc<Warnings>,
     failed: bool,
 }
 
 impl Capped {
     fn fail(&mut self, what: String) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        warn!(machine = %self.id, "{what}; the answer was cut");
+        warn_limited!(self.warnings, machine = %self.id, "{what}; the answer was cut");
         self.failed = true;
         Poll::Ready(Some(Err(std::io::Error::other(what))))
     }
@@ -602,6 +641,16 @@ mod tests {
         let (status, _, text) = get(relay.socket(), "/v1.41/containers/json").await;
         assert!(status.contains("502"), "{text}");
         assert!(!text.contains("SECRETS"), "{text}");
+    }
+
+    #[test]
+    fn warnings_are_held_back_to_one_a_minute() {
+        let w = Warnings::default();
+        assert_eq!(w.admit(), Some(0));
+        assert_eq!(w.admit(), None);
+        assert_eq!(w.admit(), None);
+        *w.last.lock().unwrap() = Some(std::time::Instant::now() - WARN_EVERY);
+        assert_eq!(w.admit(), Some(2), "the next warning says how many were held back");
     }
 
     #[test]
