@@ -39,6 +39,17 @@ fn in_database(db: &Path, needle: &str) -> bool {
     })
 }
 
+/// Removes the cookie jars even when the test fails half-way.
+struct RemoveOnDrop([String; 2]);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
 #[test]
 fn the_state_directory_database_and_machine_files_are_private_and_tokens_are_stored_hashed() {
     let state = docklab_tests::state_dir();
@@ -52,6 +63,7 @@ fn the_state_directory_database_and_machine_files_are_private_and_tokens_are_sto
     // Relative: the curl helper turns arguments starting with `/` into URLs.
     let (jar, learner_jar) = (format!("./docklab-secrets-{port}-instructor.jar"), format!("./docklab-secrets-{port}-learner.jar"));
     let (jar, learner_jar) = (jar.as_str(), learner_jar.as_str());
+    let _jars = RemoveOnDrop([jar.to_owned(), learner_jar.to_owned()]);
 
     // An instructor logs in and opens a class; a learner joins it and also opens a plain session.
     let login = curl(port, &["-c", jar, "-o", "/dev/null", "-w", "%{http_code}", "--data-urlencode", &format!("name={name}"), "--data-urlencode", "password=a long password", "/instructor/login"]);
@@ -121,6 +133,4 @@ fn the_state_directory_database_and_machine_files_are_private_and_tokens_are_sto
     server.stop(std::time::Duration::from_secs(30));
     assert_eq!(mode(&state), 0o711, "the state directory after the server stopped");
     assert_eq!(mode(&db), 0o600);
-    let _ = std::fs::remove_file(jar);
-    let _ = std::fs::remove_file(learner_jar);
 }
