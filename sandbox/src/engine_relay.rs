@@ -328,7 +328,12 @@ impl Relay {
             Ok(Ok(Ok(s))) => s,
             Ok(Ok(Err(e))) => {
                 debug!(error = %e, "no connection to the machine's engine");
-                return refuse(StatusCode::BAD_GATEWAY, format!("cannot reach the Docker engine of machine {id}: {e}"));
+                // The client's message reaches the learner: no host pid or uid in it.
+                let why = match e {
+                    crate::hostile::HostileError::NotInit { .. } => "the machine is not running".to_string(),
+                    other => other.to_string(),
+                };
+                return refuse(StatusCode::BAD_GATEWAY, format!("cannot reach the Docker engine of machine {id}: {why}"));
             }
             _ => return refuse(StatusCode::BAD_GATEWAY, format!("cannot reach the Docker engine of machine {id}")),
         };
