@@ -65,6 +65,8 @@ pub struct Prober {
     socket: PathBuf,
     /// Host pid of the machine's init, once found.
     init: Mutex<Option<i32>>,
+    /// Pid in the machine → host pid, for processes found before (checked again on each use).
+    found: Mutex<HashMap<i64, (i32, u64)>>,
 }
 
 /// A container's network namespace, opened.
@@ -75,7 +77,7 @@ pub struct Netns {
 
 impl Prober {
     pub fn new(socket: &Path) -> Prober {
-        Prober { socket: socket.to_owned(), init: Mutex::new(None) }
+        Prober { socket: socket.to_owned(), init: Mutex::new(None), found: Mutex::new(HashMap::new()) }
     }
 
     /// The host side of the machine's engine socket.
@@ -121,14 +123,30 @@ impl Prober {
         Ok(paths.iter().map(|p| root.read_file(Path::new(p), 64 * 1024).ok().map(|b| String::from_utf8_lossy(&b).into_owned())).collect())
     }
 
+    /// The host pid of the machine's process `pid`: remembered, or searched below the init.
     fn host_pid(&self, container: &str, init: i32, pid: i64) -> Result<i32, ProbeError> {
-        find_process(init, pid).ok_or_else(|| ProbeError::NoProcess { container: container.to_owned(), pid })
+        // A host pid is only trusted again with the same start time (not reused since).
+        let known = super::lock(&self.found).get(&pid).copied();
+        if let Some((host, started)) = known {
+            if start_time(host) == Some(started) && nspids(host).and_then(|ns| ns.get(1).copied()) == Some(pid) {
+                return Ok(host);
+            }
+        }
+        let host = find_process(init, pid).ok_or_else(|| ProbeError::NoProcess { container: container.to_owned(), pid })?;
+        let mut found = super::lock(&self.found);
+        if found.len() > 4096 {
+            found.clear();
+        }
+        if let Some(started) = start_time(host) {
+            found.insert(pid, (host, started));
+        }
+        Ok(host)
     }
 
     /// Opens the network namespace of `container`, whose main process is `pid` in the machine.
     pub fn netns(&self, container: &str, pid: i64) -> Result<Netns, ProbeError> {
         let init = self.init_pid()?;
-        let host = find_process(init, pid).ok_or_else(|| ProbeError::NoProcess { container: container.to_owned(), pid })?;
+        let host = self.host_pid(container, init, pid)?;
         let file = File::open(format!("/proc/{host}/ns/net"))
             .map_err(|source| ProbeError::Namespace { container: container.to_owned(), pid: host, source })?;
         // The process could have ended between finding and opening it (and its pid been reused).
@@ -170,6 +188,13 @@ fn nspids(pid: i32) -> Option<Vec<i64>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
     line.split_whitespace().map(|p| p.parse().ok()).collect()
+}
+
+/// A process's start time (clock ticks after boot, field 22 of `/proc/<pid>/stat`).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The host pid of the process that is `inner` in the machine whose init is `init`: searched
@@ -635,6 +660,15 @@ mod tests {
         assert_eq!(init_pid_file(Path::new("/tmp/x/docker.sock")), None);
         assert_eq!(state_dir_of(Path::new("/s/engines/m1.sock")), Some(PathBuf::from("/s")));
         assert_eq!(state_dir_of(Path::new("/s/sessions/m1/control/docker.sock")), Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn a_process_start_time_is_read_past_its_name() {
+        let me = std::process::id() as i32;
+        let started = start_time(me).unwrap();
+        assert!(started > 0);
+        assert_eq!(start_time(me), Some(started));
+        assert_eq!(start_time(-1), None);
     }
 
     #[test]
