@@ -154,13 +154,10 @@ pub fn parse_registry_upstream(text: &str) -> Result<String, String> {
     }
 }
 
-/// Memory one idle session is budgeted at when sizing the default capacity.
-pub const SESSION_MEMORY_BUDGET: u64 = 200 << 20;
-
 /// How many sessions a host with `mem_total` bytes of memory holds by default.
 pub fn default_max_sessions(mem_total: u64) -> usize {
     let usable = mem_total.saturating_sub(2 << 30);
-    ((usable / SESSION_MEMORY_BUDGET) as usize).clamp(1, 4000)
+    ((usable / crate::config::SESSION_MEMORY_BUDGET) as usize).clamp(1, 4000)
 }
 
 fn host_memory() -> u64 {

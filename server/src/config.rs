@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// Memory one idle session is budgeted at when sizing the default capacity (`cli`) and a class's
+/// room (`classroom::capacity`).
+pub const SESSION_MEMORY_BUDGET: u64 = 200 << 20;
+
 /// How the server runs sessions and terminals.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -59,7 +59,8 @@ fn now() -> i64 {
 }
 
 fn cards_of(learner: &CurrentLearner) -> Result<HashMap<String, Card>, AppError> {
-    learner.store.cards(&learner.id).map_err(AppError::internal)
+    let rows = learner.store.cards(&learner.id).map_err(AppError::internal)?;
+    Ok(rows.into_iter().map(|(question, row)| (question, Card::from(row))).collect())
 }
 
 fn parse_tag(s: &str) -> Result<Tag, AppError> {
@@ -301,7 +302,7 @@ async fn api_review(
     }
     let cards = cards_of(&learner)?;
     let card = cards.get(&body.question).cloned().unwrap_or_else(Card::unseen).review(body.rating, now());
-    learner.store.save_review(&learner.id, &body.question, body.rating, &card).map_err(AppError::internal)?;
+    learner.store.save_review(&learner.id, &body.question, body.rating.into(), &(&card).into()).map_err(AppError::internal)?;
     let body = serde_json::json!({
         "question": body.question,
         "rating": body.rating,

@@ -10,6 +10,10 @@ use crate::config::TerminalConfig;
 use crate::terminal::hub::TerminalHub;
 use crate::token;
 
+/// Most API commands running in one session at once; more answer 429 (each holds a process in
+/// the machine and a task here until it ends, up to `exec_timeout_max`).
+pub const MAX_EXECS_IN_FLIGHT: usize = 8;
+
 /// Where a session is in its life, as the server sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionPhase {
@@ -33,7 +37,7 @@ pub struct Session {
     pub machine: sandbox::MachineOptions,
     phase: Mutex<SessionPhase>,
     pub terminal: TerminalHub,
-    /// API commands running in the machine now: a few at a time (see `sessions::MAX_EXECS_IN_FLIGHT`).
+    /// API commands running in the machine now: a few at a time (see [`MAX_EXECS_IN_FLIGHT`]).
     pub exec_slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -138,7 +142,7 @@ impl SessionRegistry {
             end: Mutex::new((now + ttl, Instant::now() + ttl)),
             machine: options.machine,
             phase: Mutex::new(SessionPhase::Starting),
-            exec_slots: Arc::new(tokio::sync::Semaphore::new(crate::sessions::MAX_EXECS_IN_FLIGHT)),
+            exec_slots: Arc::new(tokio::sync::Semaphore::new(MAX_EXECS_IN_FLIGHT)),
         });
         sessions.insert(id, session.clone());
         Ok(session)
@@ -169,7 +173,7 @@ impl SessionRegistry {
             end: Mutex::new((expires_at, Instant::now() + Duration::try_from(left).unwrap_or_default())),
             machine,
             phase: Mutex::new(SessionPhase::Ready),
-            exec_slots: Arc::new(tokio::sync::Semaphore::new(crate::sessions::MAX_EXECS_IN_FLIGHT)),
+            exec_slots: Arc::new(tokio::sync::Semaphore::new(MAX_EXECS_IN_FLIGHT)),
         });
         sessions.insert(id.to_owned(), session.clone());
         Some(session)

@@ -29,9 +29,7 @@ const MAX_EXEC_ARGV_BYTES: usize = 64 * 1024;
 /// Most bytes of standard input for one exec command.
 const MAX_EXEC_STDIN_BYTES: usize = 256 * 1024;
 const DEFAULT_EXEC_TIMEOUT_S: u64 = 30;
-/// Most API commands running in one session at once; more answer 429 (each holds a process in
-/// the machine and a task here until it ends, up to `exec_timeout_max`).
-pub const MAX_EXECS_IN_FLIGHT: usize = 8;
+pub use crate::registry::MAX_EXECS_IN_FLIGHT;
 /// Longest exercise id accepted (real ones are like `day-27/volumes-lifecycle`).
 const MAX_EXERCISE_ID: usize = 128;
 

@@ -3,7 +3,7 @@
 //! Each recipe (see [`recipes::CATALOG`]) becomes `<state-dir>/images/oci/<name>/<first-tag>/`, an
 //! OCI image layout whose `index.json` names every tag of the image. The layout also holds
 //! `docklab.json` ([`BuildInfo`]): the recipe's key, so an image is rebuilt only when its recipe
-//! changes, and what it is made of. The registry ([`crate::registry`]) serves these layouts.
+//! changes, and what it is made of. The registry (the `registry` module) serves these layouts.
 //!
 //! Builds are reproducible where the inputs are: the same recipe and the same Debian packages
 //! give the same layer, config and manifest digests (sorted tar entries, clamped times, numeric

@@ -1,6 +1,6 @@
 //! Whether this host can hold a class's machines: the free session slots, and the memory the host
 //! has available now divided by what one machine takes (measured: about 120 MiB for an idle
-//! machine, budgeted at [`crate::cli::SESSION_MEMORY_BUDGET`]), after keeping some for the host.
+//! machine, budgeted at [`crate::config::SESSION_MEMORY_BUDGET`]), after keeping some for the host.
 
 use serde::Serialize;
 
@@ -40,7 +40,7 @@ impl HostCapacity {
 
     /// This host now, as the server sees it.
     pub fn now(max_sessions: usize, running: usize) -> Self {
-        Self::of(max_sessions, running, memory_available(), crate::cli::SESSION_MEMORY_BUDGET)
+        Self::of(max_sessions, running, memory_available(), crate::config::SESSION_MEMORY_BUDGET)
     }
 
     /// One sentence an instructor can act on.

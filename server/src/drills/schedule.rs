@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use lessons::questions::{Difficulty, Question, Tag};
 use serde::{Deserialize, Serialize};
 
+use crate::store::{CardRow, RatingRow};
+
 pub const DAY_S: i64 = 86_400;
 /// When a card rated "again" comes back.
 pub const RELEARN_DELAY_S: i64 = 10 * 60;
@@ -67,6 +69,40 @@ pub struct Card {
     pub due: i64,
     pub first_review: i64,
     pub last_review: i64,
+}
+
+impl From<Rating> for RatingRow {
+    fn from(rating: Rating) -> RatingRow {
+        RatingRow(rating.as_str())
+    }
+}
+
+impl From<&Card> for CardRow {
+    fn from(c: &Card) -> CardRow {
+        CardRow {
+            reps: c.reps,
+            lapses: c.lapses,
+            ease: c.ease,
+            interval_days: c.interval_days,
+            due: c.due,
+            first_review: c.first_review,
+            last_review: c.last_review,
+        }
+    }
+}
+
+impl From<CardRow> for Card {
+    fn from(r: CardRow) -> Card {
+        Card {
+            reps: r.reps,
+            lapses: r.lapses,
+            ease: r.ease,
+            interval_days: r.interval_days,
+            due: r.due,
+            first_review: r.first_review,
+            last_review: r.last_review,
+        }
+    }
 }
 
 impl Card {

@@ -18,6 +18,17 @@ fn days(n: i64) -> i64 {
     n * DAY_S
 }
 
+#[test]
+fn a_card_survives_its_store_row_and_every_rating_is_stored_by_its_name() {
+    let card = Card::unseen().review(Rating::Good, T0).review(Rating::Hard, T0 + days(1)).review(Rating::Again, T0 + days(3));
+    let row = crate::store::CardRow::from(&card);
+    assert_eq!(Card::from(row), card);
+    for rating in [Rating::Again, Rating::Hard, Rating::Good, Rating::Easy] {
+        let stored = crate::store::RatingRow::from(rating);
+        assert_eq!(Rating::parse(stored.0), Some(rating));
+    }
+}
+
 // ---- the schedule --------------------------------------------------------------------------
 
 #[test]

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use rusqlite::params;
 
 use super::{SqliteStore, StoreError};
-use crate::drills::schedule::{Card, Rating};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS drill_cards (
@@ -31,16 +30,34 @@ CREATE TABLE IF NOT EXISTS drill_reviews (
 CREATE INDEX IF NOT EXISTS drill_reviews_by_learner ON drill_reviews (learner, at);
 ";
 
+/// One card's schedule as stored in `drill_cards` (the scheduler's card converts to and from it in
+/// `drills::schedule`, so the store does not depend on the scheduler).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CardRow {
+    pub reps: u32,
+    pub lapses: u32,
+    pub ease: f64,
+    pub interval_days: u32,
+    /// Unix seconds, as every time in these tables.
+    pub due: i64,
+    pub first_review: i64,
+    pub last_review: i64,
+}
+
+/// A rating as stored in `drill_reviews.rating`: its name ("again", "hard", "good" or "easy").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatingRow(pub &'static str);
+
 /// Where flashcard schedules are kept. Part of [`super::ProgressStore`].
 pub trait DrillStore: Send + Sync {
     /// Every card the learner has reviewed, by question id.
-    fn cards(&self, learner: &str) -> Result<HashMap<String, Card>, StoreError>;
+    fn cards(&self, learner: &str) -> Result<HashMap<String, CardRow>, StoreError>;
     /// Records a review: the rating, and the card's new schedule.
-    fn save_review(&self, learner: &str, question: &str, rating: Rating, card: &Card) -> Result<(), StoreError>;
+    fn save_review(&self, learner: &str, question: &str, rating: RatingRow, card: &CardRow) -> Result<(), StoreError>;
 }
 
 impl DrillStore for SqliteStore {
-    fn cards(&self, learner: &str) -> Result<HashMap<String, Card>, StoreError> {
+    fn cards(&self, learner: &str) -> Result<HashMap<String, CardRow>, StoreError> {
         let conn = self.conn();
         let query_err = |source| StoreError::Query { what: "reading flashcards", learner: learner.to_owned(), source };
         let mut stmt = conn
@@ -53,7 +70,7 @@ impl DrillStore for SqliteStore {
             .query_map(params![learner], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    Card {
+                    CardRow {
                         reps: r.get(1)?,
                         lapses: r.get(2)?,
                         ease: r.get(3)?,
@@ -68,7 +85,7 @@ impl DrillStore for SqliteStore {
         rows.collect::<Result<HashMap<_, _>, _>>().map_err(query_err)
     }
 
-    fn save_review(&self, learner: &str, question: &str, rating: Rating, card: &Card) -> Result<(), StoreError> {
+    fn save_review(&self, learner: &str, question: &str, rating: RatingRow, card: &CardRow) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let query_err = |source| StoreError::Query { what: "recording a flashcard review", learner: learner.to_owned(), source };
         let tx = conn.transaction().map_err(query_err)?;
@@ -87,7 +104,7 @@ impl DrillStore for SqliteStore {
         .map_err(query_err)?;
         tx.execute(
             "INSERT INTO drill_reviews (learner, question, rating, at) VALUES (?1, ?2, ?3, ?4)",
-            params![learner, question, rating.as_str(), card.last_review],
+            params![learner, question, rating.0, card.last_review],
         )
         .map_err(query_err)?;
         tx.commit().map_err(query_err)
@@ -97,7 +114,12 @@ impl DrillStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drills::schedule::{Card, Rating};
     use crate::store::ProgressStore;
+
+    fn save(store: &SqliteStore, learner: &str, question: &str, rating: Rating, card: &Card) {
+        store.save_review(learner, question, rating.into(), &card.into()).unwrap();
+    }
 
     #[test]
     fn reviews_are_kept_per_learner_and_survive_reopening_an_older_database() {
@@ -112,10 +134,10 @@ mod tests {
         {
             let store = SqliteStore::open(&path).unwrap();
             let card = Card::unseen().review(Rating::Good, t0);
-            store.save_review("l1", "copy-vs-add", Rating::Good, &card).unwrap();
+            save(&store, "l1", "copy-vs-add", Rating::Good, &card);
             let card = card.review(Rating::Good, t0 + 86_400);
-            store.save_review("l1", "copy-vs-add", Rating::Good, &card).unwrap();
-            store.save_review("l2", "what-is-docker", Rating::Again, &Card::unseen().review(Rating::Again, t0)).unwrap();
+            save(&store, "l1", "copy-vs-add", Rating::Good, &card);
+            save(&store, "l2", "what-is-docker", Rating::Again, &Card::unseen().review(Rating::Again, t0));
         }
         let store = SqliteStore::open(&path).unwrap();
         SqliteStore::open(&path).unwrap(); // opening again changes nothing

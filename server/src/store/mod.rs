@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use drills::DrillStore;
+pub use drills::{CardRow, DrillStore, RatingRow};
 pub use learner::CurrentLearner;
 pub use sqlite::SqliteStore;
 
