@@ -536,7 +536,7 @@ async fn reachability(g: &Grader, from: &str, to: &str, by: Address, want_reacha
             (false, None) => Outcome::Pass(format!("{from} cannot reach {to} at {}", list(&probe.target_addresses))),
             (true, None) if probe.target_addresses.is_empty() => fail(format!("container {to} has no IP address")),
             (true, None) => {
-                let all: Vec<String> = probe.target_addresses.iter().map(|ip| on(ip)).collect();
+                let all: Vec<String> = probe.target_addresses.iter().map(on).collect();
                 fail(format!("{from} cannot reach {to}: no answer from {}", all.join(" or ")))
             }
         },
@@ -589,8 +589,8 @@ async fn port_http(g: &Grader, port: u16, path: &str, contains: &str, container:
             }
             let bindings = c.network_settings.as_ref().and_then(|n| n.ports.clone()).unwrap_or_default();
             let mine = bindings
-                .iter()
-                .flat_map(|(_, b)| b.iter().flatten())
+                .values()
+                .flat_map(|b| b.iter().flatten())
                 .find(|b| b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()) == Some(port));
             let Some(binding) = mine else {
                 let others = publishers_of(g, port).await;
