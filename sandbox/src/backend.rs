@@ -114,10 +114,9 @@ pub trait MachineBackend: Send + Sync + 'static {
     async fn destroy(&self, id: &str) -> Result<(), SandboxError>;
     /// Machines found on disk from an earlier run of the server (ids), for adoption or reaping.
     async fn leftovers(&self) -> Vec<String>;
-    /// What the machine's init last said about its Docker engine, as `STATE | CRASHES`: STATE is
-    /// `ready`, `docker-crashed: …`, `docker-restarting` or `stopping`; CRASHES is
-    /// `<count> <last reason>` (or `0`). `None` when unknown.
-    async fn docker_status(&self, _id: &str) -> Option<String> {
+    /// What the machine's init last said about its Docker engine: its state and crash record.
+    /// `None` when unknown (no machine, or files that hold nothing init writes).
+    async fn docker_status(&self, _id: &str) -> Option<crate::protocol::DockerHealth> {
         None
     }
     /// Takes over a running machine that an earlier server left (its owner is gone).

@@ -16,6 +16,8 @@ pub enum SandboxError {
     Io { what: &'static str, path: PathBuf, #[source] source: std::io::Error },
     #[error("cgroup {path}: {source}")]
     Cgroup { path: PathBuf, #[source] source: std::io::Error },
+    #[error("session machine {id} already exists")]
+    MachineExists { id: String },
     #[error("session machine {id} failed to start: {reason}")]
     StartFailed { id: String, reason: String },
     #[error("session machine {id}: Docker did not answer within {secs} s ({detail})")]

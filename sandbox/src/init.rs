@@ -21,6 +21,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, sethostname, Pid};
 use oci_spec::runtime::Spec;
 
+use crate::protocol::{Crashes, EngineState, InitReport};
 use crate::spec::MachineRecord;
 use crate::sys;
 
@@ -67,18 +68,18 @@ pub fn run(rec: &MachineRecord, spec: &Spec, go: OwnedFd, status: OwnedFd) -> is
     unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_uint) };
     let mut status = File::from(status);
     if let Err(e) = setup(rec, spec, go) {
-        let _ = writeln!(status, "error: {e}");
+        let _ = InitReport::Error(e.to_string()).send(&mut status);
         return 1;
     }
     // Before dockerd: it, containerd, runc and every container inherit the filter.
     if let Err(e) = crate::seccomp::apply() {
-        let _ = writeln!(status, "error: {e}");
+        let _ = InitReport::Error(e.to_string()).send(&mut status);
         return 1;
     }
     match supervise(spec, &mut status) {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(status, "error: {e}");
+            let _ = InitReport::Error(e.to_string()).send(&mut status);
             1
         }
     }
@@ -219,13 +220,13 @@ fn apply_mount(root: &Path, m: &oci_spec::runtime::Mount) -> Result<(), InitErro
     Ok(())
 }
 
-fn write_state(state: &str) {
-    let _ = fs::write(STATE_FILE, format!("{state}\n"));
+fn write_state(state: EngineState) {
+    let _ = fs::write(STATE_FILE, state.encode());
 }
 
 /// Counts dockerd crashes for the host to notice even when the restart is quicker than it looks.
 fn record_crash(count: u32, why: &str) {
-    let _ = fs::write("/run/docklab/crashes", format!("{count} {why}\n"));
+    let _ = fs::write("/run/docklab/crashes", Crashes { count: count.into(), last: why.into() }.encode());
 }
 
 fn open_log(path: &str) -> Result<File, InitError> {
@@ -306,8 +307,8 @@ fn supervise(spec: &Spec, status: &mut File) -> Result<isize, InitError> {
     let mut dockerd = start_dockerd(spec)?;
     let mut restarts = 0u32;
     wait_for_docker(Duration::from_secs(60))?;
-    write_state("ready");
-    status.write_all(b"ready\n").map_err(io("reporting ready", Path::new("status pipe")))?;
+    write_state(EngineState::Ready);
+    InitReport::Ready.send(status).map_err(io("reporting ready", Path::new("status pipe")))?;
     // Closing the status pipe is the last host fd we held.
     // SAFETY: replacing our File with /dev/null closes the pipe; no other handle to it exists.
     let devnull = File::open("/dev/null").map_err(io("opening", Path::new("/dev/null")))?;
@@ -320,14 +321,16 @@ fn supervise(spec: &Spec, status: &mut File) -> Result<isize, InitError> {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == dockerd => {
                     eprintln!("dockerd exited with code {code}");
-                    record_crash(restarts + 1, &format!("dockerd exited with code {code}"));
-                    write_state(&format!("docker-crashed: dockerd exited with code {code}"));
+                    let why = format!("dockerd exited with code {code}");
+                    record_crash(restarts + 1, &why);
+                    write_state(EngineState::Crashed(why));
                     next_restart = Some(Instant::now() + backoff(restarts));
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == dockerd => {
                     eprintln!("dockerd was killed by {sig}");
-                    record_crash(restarts + 1, &format!("dockerd was killed by {sig}"));
-                    write_state(&format!("docker-crashed: dockerd was killed by {sig}"));
+                    let why = format!("dockerd was killed by {sig}");
+                    record_crash(restarts + 1, &why);
+                    write_state(EngineState::Crashed(why));
                     next_restart = Some(Instant::now() + backoff(restarts));
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
@@ -338,12 +341,12 @@ fn supervise(spec: &Spec, status: &mut File) -> Result<isize, InitError> {
             if Instant::now() >= at {
                 next_restart = None;
                 restarts += 1;
-                write_state("docker-restarting");
+                write_state(EngineState::Restarting);
                 match start_dockerd(spec) {
                     Ok(pid) => {
                         dockerd = pid;
                         if wait_for_docker(Duration::from_secs(30)).is_ok() {
-                            write_state("ready");
+                            write_state(EngineState::Ready);
                         }
                     }
                     Err(e) => {
@@ -373,7 +376,7 @@ fn backoff(restarts: u32) -> Duration {
 
 /// Stops dockerd politely, then everything else in the machine.
 fn shutdown(dockerd: Pid) -> isize {
-    write_state("stopping");
+    write_state(EngineState::Stopping);
     let _ = kill(dockerd, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {

@@ -23,6 +23,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::protocol::{InitReport, LauncherStatus};
 use crate::spec::{write_atomic, MachineRecord};
 use crate::{init, sys};
 
@@ -59,12 +60,12 @@ pub fn main(session_dir: &Path) -> ExitCode {
     let status = session_dir.join("status");
     match launch(session_dir) {
         Ok(reason) => {
-            let _ = write_atomic(&status, format!("stopped: {reason}\n").as_bytes());
+            let _ = LauncherStatus::Stopped(reason).write(&status);
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("docklab launcher: {e}");
-            let _ = write_atomic(&status, format!("failed: {e}\n").as_bytes());
+            let _ = LauncherStatus::Failed(e.to_string()).write(&status);
             ExitCode::FAILURE
         }
     }
@@ -159,14 +160,14 @@ fn launch(dir: &Path) -> Result<String, LaunchError> {
     let reader = BufReader::new(fs::File::from(st_r));
     let mut failure = None;
     for line in reader.lines() {
-        let line = line.unwrap_or_default();
-        if line == "ready" {
-            write_atomic(&rec.status_path(), b"ready\n")?;
-            timing("ready");
-        } else if let Some(msg) = line.strip_prefix("error: ") {
-            failure = Some(msg.to_string());
-        } else if !line.is_empty() {
-            timing(&format!("init: {line}"));
+        match InitReport::parse(&line.unwrap_or_default()) {
+            Some(InitReport::Ready) => {
+                LauncherStatus::Ready.write(&rec.status_path())?;
+                timing("ready");
+            }
+            Some(InitReport::Error(msg)) => failure = Some(msg),
+            Some(InitReport::Progress(what)) => timing(&format!("init: {what}")),
+            None => {}
         }
     }
     if let Some(msg) = failure {

@@ -19,6 +19,7 @@ pub mod launch;
 pub mod listen;
 pub mod manager;
 pub mod package_proxy;
+pub mod protocol;
 pub mod network;
 pub mod pty;
 pub mod registry;

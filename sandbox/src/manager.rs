@@ -16,6 +16,7 @@ use crate::cgroup::{Layout, Limits, MachineCgroup};
 use crate::config::SandboxConfig;
 use crate::engine_relay::{EngineRelay, EngineTarget, TargetRoot};
 use crate::error::SandboxError;
+use crate::protocol::{DockerHealth, LauncherStatus};
 use crate::spec::{build_spec, MachineRecord, UID_RANGE};
 
 /// First host uid handed to machines; slot N covers `UID_BASE + N * 65536 ..`.
@@ -24,8 +25,9 @@ pub const UID_BASE: u32 = 200_000;
 pub const UID_SLOTS: u32 = 4096;
 /// Most output kept per stream of an exec; the rest is cut with a note.
 const EXEC_OUTPUT_MAX: usize = 1 << 20;
-/// Most bytes read of one of init's control files (`state`, `crashes`) in a machine.
-const CONTROL_FILE_CAP: usize = 4096;
+/// Most bytes read of one of init's control files (`state`, `crashes`) in a machine: one more
+/// than the protocol accepts, so a larger file is refused rather than cut.
+const CONTROL_FILE_CAP: usize = crate::protocol::FILE_CAP + 1;
 /// Time allowed to read one control file.
 const CONTROL_FILE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -150,7 +152,7 @@ impl SessionManager {
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(SandboxError::StartFailed { id: id.into(), reason: "a machine with this id already exists".into() })
+                return Err(SandboxError::MachineExists { id: id.into() })
             }
             Err(e) => return Err(SandboxError::io("creating", &dir, e)),
         }
@@ -186,7 +188,7 @@ impl SessionManager {
         if let Some(bytes) = rec.disk_bytes {
             make_disk_image(&rec.disk_image(), bytes)?;
         }
-        fs::write(rec.status_path(), "starting\n").map_err(|e| SandboxError::io("writing", rec.status_path(), e))?;
+        LauncherStatus::Starting.write(&rec.status_path())?;
         rec.cgroup.create(&rec.limits, uid_base).map_err(|e| SandboxError::StartFailed { id: id.into(), reason: e.to_string() })?;
         let spec = build_spec(&rec)?;
         spec.save(rec.spec_path()).map_err(|e| SandboxError::Spec { path: rec.spec_path(), reason: e.to_string() })?;
@@ -217,13 +219,12 @@ impl SessionManager {
         });
         let deadline = Instant::now() + self.cfg.docker_ready_timeout;
         loop {
-            let status = fs::read_to_string(rec.status_path()).unwrap_or_default();
-            let status = status.trim();
-            if status == "ready" {
-                return Ok(());
-            }
-            if let Some(reason) = status.strip_prefix("failed: ").or_else(|| status.strip_prefix("stopped: ")) {
-                return Err(SandboxError::StartFailed { id: rec.id.clone(), reason: reason.to_string() });
+            match LauncherStatus::read(&rec.status_path()) {
+                Some(LauncherStatus::Ready) => return Ok(()),
+                Some(LauncherStatus::Failed(reason) | LauncherStatus::Stopped(reason)) => {
+                    return Err(SandboxError::StartFailed { id: rec.id.clone(), reason })
+                }
+                Some(LauncherStatus::Starting) | None => {}
             }
             if Instant::now() > deadline {
                 let detail = fs::read_to_string(&log).unwrap_or_default();
@@ -402,7 +403,7 @@ fn free_bytes(path: &Path) -> Option<u64> {
 /// Turns a connection to a shell's relay into a [`Terminal`]: bytes in and out, resizes, and the
 /// reason the shell ended. Dropping the terminal detaches from the shell; it keeps running.
 fn relay_terminal(stream: tokio::net::UnixStream, cols: u16, rows: u16) -> Terminal {
-    use crate::relay::{frame, parse_frames, DATA, EXIT, RESIZE};
+    use crate::protocol::{Frame, FrameDecoder};
     use tokio::io::AsyncWriteExt;
     let (mut sock_r, mut sock_w) = stream.into_split();
     let (mut out_w, out_r) = tokio::io::duplex(64 * 1024);
@@ -413,27 +414,27 @@ fn relay_terminal(stream: tokio::net::UnixStream, cols: u16, rows: u16) -> Termi
 
     tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
-        let mut pending = Vec::new();
+        let mut decoder = FrameDecoder::default();
         let reason = loop {
             let n = match sock_r.read(&mut buf).await {
                 Ok(0) | Err(_) => break "lost the connection to the shell".to_string(),
                 Ok(n) => n,
             };
-            pending.extend_from_slice(&buf[..n]);
-            let frames = match parse_frames(&mut pending) {
+            let frames = match decoder.feed(&buf[..n]) {
                 Ok(f) => f,
                 Err(e) => break format!("the shell's relay sent a bad frame: {e}"),
             };
             let mut ended = None;
-            for (kind, payload) in frames {
-                match kind {
-                    DATA => {
-                        if out_w.write_all(&payload).await.is_err() {
+            for frame in frames {
+                match frame {
+                    Frame::Data(bytes) => {
+                        if out_w.write_all(&bytes).await.is_err() {
                             ended = Some("the terminal was closed".to_string());
                         }
                     }
-                    EXIT => ended = Some(String::from_utf8_lossy(&payload).into_owned()),
-                    _ => {}
+                    Frame::Exit(why) => ended = Some(why),
+                    // Only the server resizes.
+                    Frame::Resize { .. } => {}
                 }
             }
             if let Some(r) = ended {
@@ -450,10 +451,8 @@ fn relay_terminal(stream: tokio::net::UnixStream, cols: u16, rows: u16) -> Termi
             tokio::select! {
                 biased;
                 size = resize_rx.recv() => match size {
-                    Some((c, r)) => {
-                        let mut p = c.to_be_bytes().to_vec();
-                        p.extend_from_slice(&r.to_be_bytes());
-                        if sock_w.write_all(&frame(RESIZE, &p)).await.is_err() {
+                    Some((cols, rows)) => {
+                        if sock_w.write_all(&Frame::Resize { cols, rows }.encode()).await.is_err() {
                             break;
                         }
                     }
@@ -462,7 +461,7 @@ fn relay_terminal(stream: tokio::net::UnixStream, cols: u16, rows: u16) -> Termi
                 r = in_r.read(&mut buf) => match r {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if sock_w.write_all(&frame(DATA, &buf[..n])).await.is_err() {
+                        if sock_w.write_all(&Frame::Data(buf[..n].to_vec()).encode()).await.is_err() {
                             break;
                         }
                     }
@@ -518,12 +517,6 @@ async fn stop_helper(child: &mut tokio::process::Child) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// What a machine wrote, as one line of printable text (no control characters: it goes into
-/// the server's log and the learner's terminal).
-fn printable(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 fn init_alive(rec: &MachineRecord) -> bool {
@@ -604,7 +597,7 @@ impl MachineBackend for SessionManager {
                 Err(e) => {
                     if let Ok(rec) = MachineRecord::load(&self.session_dir(id)) {
                         let _ = self.teardown(&rec);
-                    } else if !matches!(e, SandboxError::StartFailed { .. } if e.to_string().contains("already exists")) {
+                    } else if !matches!(e, SandboxError::MachineExists { .. }) {
                         let _ = remove_tree(&self.session_dir(id));
                     }
                     return Err(e);
@@ -627,10 +620,9 @@ impl MachineBackend for SessionManager {
 
     async fn state(&self, id: &str) -> MachineState {
         let Ok(rec) = self.record(id) else { return MachineState::Stopped };
-        let status = fs::read_to_string(rec.status_path()).unwrap_or_default();
-        match status.trim() {
-            "starting" => MachineState::Starting,
-            "ready" if init_alive(&rec) => MachineState::Ready,
+        match LauncherStatus::read(&rec.status_path()) {
+            Some(LauncherStatus::Starting) => MachineState::Starting,
+            Some(LauncherStatus::Ready) if init_alive(&rec) => MachineState::Ready,
             _ => MachineState::Stopped,
         }
     }
@@ -731,7 +723,7 @@ impl MachineBackend for SessionManager {
         Ok(machine_info(&rec, Duration::ZERO))
     }
 
-    async fn docker_status(&self, id: &str) -> Option<String> {
+    async fn docker_status(&self, id: &str) -> Option<DockerHealth> {
         // Both files are the machine's to write, so its root may have put anything there: they
         // are read through its init's root, never following a link, only if they are small
         // regular files of the machine's root, on a blocking thread, with a cap and a timeout.
@@ -763,8 +755,11 @@ impl MachineBackend for SessionManager {
                 return None;
             }
         };
-        let crashes = crashes.map(|c| printable(&c)).unwrap_or_else(|| "0".into());
-        Some(format!("{} | {}", printable(&state).trim(), crashes.trim()).chars().take(300).collect())
+        let health = DockerHealth::parse(&state, crashes.as_deref());
+        if health.is_none() {
+            tracing::debug!(id, "the machine's state file holds no state docklab writes");
+        }
+        health
     }
 
     async fn save_meta(&self, id: &str, meta: &[u8]) -> Result<(), SandboxError> {
@@ -840,12 +835,6 @@ mod tests {
         for bad in ["", "../x", "A", "a b", "a\0b", &"x".repeat(65)] {
             assert!(validate_id(bad).is_err(), "{bad:?} should be refused");
         }
-    }
-
-    #[test]
-    fn control_text_is_one_printable_line() {
-        assert_eq!(printable(b"ready\n"), "ready ");
-        assert_eq!(printable(b"1 dockerd\x1b[2J\rexited\n"), "1 dockerd [2J exited ");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! socket; when the server restarts, it connects again and the learner finds the same shell, with
 //! the last 64 KiB of output replayed. One client at a time: a new connection replaces the old.
 //!
-//! Wire format, both directions: `[kind: u8][len: u32 big-endian][payload]`.
+//! Wire format, both directions: [`crate::protocol::Frame`].
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -17,12 +17,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-/// Terminal bytes (keystrokes in, output out).
-pub const DATA: u8 = 0;
-/// Client → relay: new size, `cols: u16, rows: u16` big-endian.
-pub const RESIZE: u8 = 1;
-/// Relay → client: the shell ended; payload is a human sentence.
-pub const EXIT: u8 = 2;
+use crate::protocol::{Frame, FrameDecoder};
 
 /// Output kept for a client that (re)connects.
 const REPLAY_BYTES: usize = 64 * 1024;
@@ -30,36 +25,6 @@ const REPLAY_BYTES: usize = 64 * 1024;
 const OUT_QUEUE_MAX: usize = 256 * 1024;
 /// Keystrokes queued for the shell before the relay stops reading the client.
 const IN_QUEUE_MAX: usize = 64 * 1024;
-/// Largest frame a client may send.
-pub const MAX_FRAME: usize = 1 << 20;
-
-pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(5 + payload.len());
-    f.push(kind);
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Splits complete frames off the front of `buf`. `Err` when a frame is malformed.
-pub fn parse_frames(buf: &mut Vec<u8>) -> Result<Vec<(u8, Vec<u8>)>, String> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while buf.len() - pos >= 5 {
-        let kind = buf[pos];
-        let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]) as usize;
-        if len > MAX_FRAME {
-            return Err(format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"));
-        }
-        if buf.len() - pos - 5 < len {
-            break;
-        }
-        out.push((kind, buf[pos + 5..pos + 5 + len].to_vec()));
-        pos += 5 + len;
-    }
-    buf.drain(..pos);
-    Ok(out)
-}
 
 struct Ring {
     buf: VecDeque<u8>,
@@ -97,7 +62,7 @@ pub fn serve(listener: UnixListener, master: OwnedFd, child: Pid) -> io::Result<
     let mut ring = Ring { buf: VecDeque::new() };
     let mut out_q: Vec<u8> = Vec::new();
     let mut in_q: Vec<u8> = Vec::new();
-    let mut parse_buf: Vec<u8> = Vec::new();
+    let mut decoder = FrameDecoder::default();
     let mut shell_gone: Option<String> = None;
     let mut buf = vec![0u8; 16 * 1024];
 
@@ -113,10 +78,10 @@ pub fn serve(listener: UnixListener, master: OwnedFd, child: Pid) -> io::Result<
                 if n == 0 {
                     break;
                 }
-                out_q.extend(frame(DATA, &buf[..n]));
+                Frame::Data(buf[..n].to_vec()).encode_into(&mut out_q);
             }
             if let Some(c) = client.as_mut() {
-                out_q.extend(frame(EXIT, reason.as_bytes()));
+                Frame::Exit(reason.clone()).encode_into(&mut out_q);
                 let _ = c.set_nonblocking(false);
                 let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
                 let _ = c.write_all(&out_q);
@@ -156,9 +121,8 @@ pub fn serve(listener: UnixListener, master: OwnedFd, child: Pid) -> io::Result<
                 c.set_nonblocking(true)?;
                 // A new viewer replaces the old one and first gets what the shell printed lately.
                 out_q.clear();
-                parse_buf.clear();
-                let replay: Vec<u8> = ring.buf.iter().copied().collect();
-                out_q.extend(frame(DATA, &replay));
+                decoder.clear();
+                Frame::Data(ring.buf.iter().copied().collect()).encode_into(&mut out_q);
                 client = Some(c);
             }
         }
@@ -168,7 +132,7 @@ pub fn serve(listener: UnixListener, master: OwnedFd, child: Pid) -> io::Result<
                 Ok(n) => {
                     ring.push(&buf[..n]);
                     if client.is_some() {
-                        out_q.extend(frame(DATA, &buf[..n]));
+                        Frame::Data(buf[..n].to_vec()).encode_into(&mut out_q);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -190,25 +154,21 @@ pub fn serve(listener: UnixListener, master: OwnedFd, child: Pid) -> io::Result<
             if c_ev.contains(PollFlags::POLLIN) || c_ev.contains(PollFlags::POLLHUP) {
                 match c.read(&mut buf) {
                     Ok(0) => drop_client = true,
-                    Ok(n) => {
-                        parse_buf.extend_from_slice(&buf[..n]);
-                        match parse_frames(&mut parse_buf) {
-                            Ok(frames) => {
-                                for (kind, payload) in frames {
-                                    match kind {
-                                        DATA => in_q.extend_from_slice(&payload),
-                                        RESIZE if payload.len() == 4 => {
-                                            let cols = u16::from_be_bytes([payload[0], payload[1]]);
-                                            let rows = u16::from_be_bytes([payload[2], payload[3]]);
-                                            let _ = crate::pty::resize_fd(master.as_raw_fd(), cols, rows);
-                                        }
-                                        _ => {}
+                    Ok(n) => match decoder.feed(&buf[..n]) {
+                        Ok(frames) => {
+                            for frame in frames {
+                                match frame {
+                                    Frame::Data(bytes) => in_q.extend_from_slice(&bytes),
+                                    Frame::Resize { cols, rows } => {
+                                        let _ = crate::pty::resize_fd(master.as_raw_fd(), cols, rows);
                                     }
+                                    // Only the relay ends a shell.
+                                    Frame::Exit(_) => {}
                                 }
                             }
-                            Err(_) => drop_client = true,
                         }
-                    }
+                        Err(_) => drop_client = true,
+                    },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => drop_client = true,
                 }
@@ -229,7 +189,7 @@ pub fn serve(listener: UnixListener, master: OwnedFd, child: Pid) -> io::Result<
         if drop_client {
             client = None;
             out_q.clear();
-            parse_buf.clear();
+            decoder.clear();
         }
     }
 }
@@ -237,26 +197,6 @@ pub fn serve(listener: UnixListener, master: OwnedFd, child: Pid) -> io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_round_trip_and_split_across_reads() {
-        let mut wire = frame(DATA, b"hello");
-        wire.extend(frame(RESIZE, &[0, 80, 0, 24]));
-        let mut buf = wire[..7].to_vec();
-        let first = parse_frames(&mut buf).unwrap();
-        assert!(first.is_empty(), "an incomplete frame waits for more bytes");
-        buf.extend_from_slice(&wire[7..]);
-        let frames = parse_frames(&mut buf).unwrap();
-        assert_eq!(frames, vec![(DATA, b"hello".to_vec()), (RESIZE, vec![0, 80, 0, 24])]);
-        assert!(buf.is_empty());
-    }
-
-    #[test]
-    fn oversized_frames_are_refused() {
-        let mut buf = vec![DATA];
-        buf.extend_from_slice(&((MAX_FRAME as u32) + 1).to_be_bytes());
-        assert!(parse_frames(&mut buf).is_err());
-    }
 
     #[test]
     fn replay_ring_keeps_the_latest_bytes() {

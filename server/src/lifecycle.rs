@@ -76,7 +76,7 @@ pub async fn reap_expired(state: &AppState) {
 /// it is back (the machine's init restarts it). Runs until aborted.
 pub fn spawn_docker_watch(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let mut last: std::collections::HashMap<String, sandbox::protocol::DockerHealth> = std::collections::HashMap::new();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -84,24 +84,18 @@ pub fn spawn_docker_watch(state: AppState) -> JoinHandle<()> {
             let sessions = state.sessions.all();
             last.retain(|id, _| sessions.iter().any(|s| &s.id == id));
             for session in sessions {
-                let Some(status) = state.backend.docker_status(&session.id).await else { continue };
-                let before = last.insert(session.id.clone(), status.clone());
+                let Some(health) = state.backend.docker_status(&session.id).await else { continue };
+                let before = last.insert(session.id.clone(), health.clone());
                 let Some(before) = before else { continue };
-                if before == status {
+                if before == health {
                     continue;
                 }
-                let split = |s: &str| {
-                    let (state, crashes) = s.split_once(" | ").unwrap_or((s, "0"));
-                    let (count, why) = crashes.split_once(' ').unwrap_or((crashes, ""));
-                    (state.to_string(), count.parse::<u64>().unwrap_or(0), why.to_string())
-                };
-                let ((old_state, old_count, _), (new_state, new_count, why)) = (split(&before), split(&status));
-                tracing::info!(session = %session.id, %status, "docker engine status changed");
-                if new_count > old_count {
+                tracing::info!(session = %session.id, %health, "docker engine status changed");
+                if let Some(why) = health.crashed_since(&before) {
                     let text = format!("Docker in your machine stopped ({why}). docklab is restarting it; containers with a restart policy come back with it.");
                     session.terminal.notice(&text).await;
                 }
-                if new_state == "ready" && (old_state != "ready" || new_count > old_count) {
+                if health.recovered_since(&before) {
                     session.terminal.notice("Docker in your machine is running again.").await;
                 }
             }
@@ -238,5 +232,34 @@ mod tests {
         assert!(state.sessions.get(&idle).is_none(), "the idle session ended");
         assert!(state.sessions.get(&busy).is_some(), "the busy session lives");
         assert_eq!(*backend.destroyed.lock().unwrap(), vec![idle]);
+    }
+
+    #[tokio::test]
+    async fn docker_crashes_and_recoveries_reach_the_terminal_once_each() {
+        use sandbox::protocol::DockerHealth;
+        let (state, backend) = fake_state(ServerConfig::default());
+        let (id, _) = ready_session(&state, &backend).await;
+        // What the machine's init writes, through the same parser the real backend uses.
+        let set = |st: &[u8], crashes: &[u8]| {
+            backend.docker.lock().unwrap().insert(id.clone(), DockerHealth::parse(st, Some(crashes)).unwrap());
+        };
+        set(b"ready\n", b"0\n");
+        let watch = spawn_docker_watch(state.clone());
+        let tick = || tokio::time::sleep(Duration::from_millis(1100));
+        tick().await;
+        set(b"docker-crashed: dockerd was killed by SIGKILL\n", b"1 dockerd was killed by SIGKILL\n");
+        tick().await;
+        set(b"docker-restarting\n", b"1 dockerd was killed by SIGKILL\n");
+        tick().await;
+        set(b"ready\n", b"1 dockerd was killed by SIGKILL\n");
+        tick().await;
+        tick().await;
+        watch.abort();
+        let (terminal, _pty) = crate::testing::FakePty::new();
+        let session = state.sessions.get(&id).unwrap();
+        let viewer = session.terminal.attach(crate::terminal::hub::ViewerMode::Interactive, || async { Ok(terminal) }).await.unwrap();
+        let shown = String::from_utf8_lossy(&viewer.replay).into_owned();
+        assert_eq!(shown.matches("Docker in your machine stopped (dockerd was killed by SIGKILL)").count(), 1, "{shown}");
+        assert_eq!(shown.matches("Docker in your machine is running again.").count(), 1, "{shown}");
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use sandbox::protocol::DockerHealth;
 use sandbox::{ExecOutput, ExecRequest, MachineBackend, MachineInfo, MachineState, SandboxError, Terminal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
@@ -94,6 +95,8 @@ pub struct FakeBackend {
     pub last_exec: Mutex<Option<ExecRequest>>,
     /// The settings each machine was created with.
     pub created_with: Mutex<Vec<(String, sandbox::MachineOptions)>>,
+    /// What `docker_status` reports for each machine (none until a test sets it).
+    pub docker: Mutex<std::collections::HashMap<String, DockerHealth>>,
 }
 
 #[async_trait::async_trait]
@@ -157,6 +160,10 @@ impl MachineBackend for FakeBackend {
 
     async fn leftovers(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    async fn docker_status(&self, id: &str) -> Option<DockerHealth> {
+        self.docker.lock().unwrap().get(id).cloned()
     }
 }
 
