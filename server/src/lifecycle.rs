@@ -1,6 +1,6 @@
-//! Ending sessions: on DELETE, on expiry (the reaper), and when the server stops.
+//! Ending sessions: [`end`] is the one way a session ends (DELETE, expiry, idleness, a class
+//! ended or left, a failed start or reset, shutdown with `--end-sessions-on-exit`).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::task::JoinHandle;
@@ -9,48 +9,125 @@ use tracing::Instrument;
 use sandbox::SandboxError;
 
 use crate::app::AppState;
+use crate::config::ServerConfig;
 use crate::registry::Session;
 
-/// Hangs up a session's terminal and destroys its machine. The session must already be out of the
-/// registry. Returns whether the machine is gone completely (failures are logged).
-pub async fn destroy_session(state: &AppState, session: &Session, reason: &str) -> bool {
-    session.terminal.shutdown(reason).await;
-    match state.backend.destroy(&session.id).await {
-        Ok(()) => {
-            tracing::info!(%reason, "session destroyed");
-            true
+/// Why a session ended: what its terminal's viewers are told, and the `reason` label of
+/// `docklab_sessions_ended_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// `DELETE /api/sessions/{id}`.
+    Deleted,
+    /// It reached its time limit.
+    Expired,
+    /// Nothing happened in it for `idle_timeout`.
+    Idle,
+    /// Its class's instructor ended the class.
+    ClassEnded,
+    /// Its learner moved on to the class's next exercise (a fresh session replaces it).
+    NextExercise,
+    /// The machine started, but the exercise could not be set up in it.
+    SetupFailed,
+    /// The machine could not be created.
+    StartFailed,
+    /// A reset could not remove the old machine.
+    ResetFailed,
+    /// The server stopped with `--end-sessions-on-exit`.
+    ServerShutdown,
+}
+
+impl EndReason {
+    /// A short name for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Expired => "expired",
+            EndReason::Idle => "idle",
+            EndReason::ClassEnded => "class_ended",
+            EndReason::NextExercise => "next_exercise",
+            EndReason::SetupFailed => "setup_failed",
+            EndReason::StartFailed => "start_failed",
+            EndReason::ResetFailed => "reset_failed",
+            EndReason::ServerShutdown => "server_shutdown",
         }
-        // Never created, or already removed (a DELETE racing the creation): nothing is left.
-        Err(SandboxError::UnknownMachine { .. }) => {
-            tracing::info!(%reason, "session destroyed (it had no machine)");
-            true
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "destroying the session machine failed");
-            false
+    }
+
+    /// The sentence the terminal's viewers get as the shell hangs up.
+    pub fn message(self, config: &ServerConfig) -> String {
+        match self {
+            EndReason::Deleted => "the session was deleted".into(),
+            EndReason::Expired => "the session reached its time limit".into(),
+            EndReason::Idle => format!("nothing happened in the lab for {} minutes", minutes(config.idle_timeout)),
+            EndReason::ClassEnded => "the instructor ended the class".into(),
+            EndReason::NextExercise => "you moved on to the class's next exercise".into(),
+            EndReason::SetupFailed => "the exercise could not be set up".into(),
+            EndReason::StartFailed => "the session's machine could not be started".into(),
+            EndReason::ResetFailed => "the lab could not be reset: its old machine could not be removed".into(),
+            EndReason::ServerShutdown => "the server is shutting down".into(),
         }
     }
 }
 
-/// Destroys every expired or idle session now, and warns the learners whose session ends soon.
+/// What became of an ended session's machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Destroyed.
+    Removed,
+    /// There was none (never created, or already removed).
+    NoMachine,
+    /// Destroying it failed (logged): something may be left on the host.
+    MachineLeft,
+}
+
+/// Ends a session; the only way one ends. It leaves the registry first, so of several callers
+/// only one gets `Some`. Then its grading and learner are forgotten, an instructor's take-over
+/// ends, the terminal hangs up telling viewers why, and the machine is destroyed. That part
+/// cannot fail: a machine that could not be destroyed is logged and shows as
+/// [`Ended::MachineLeft`]. `None` when the session was already gone.
+pub async fn end(state: &AppState, id: &str, reason: EndReason) -> Option<Ended> {
+    let session = state.sessions.remove(id)?;
+    state.grading.forget(id);
+    session.end_takeover();
+    session.terminal.shutdown(&reason.message(&state.config)).await;
+    let ended = destroy_machine(state, id).await;
+    state.metrics.session_ended(reason.label());
+    tracing::info!(reason = reason.label(), ?ended, "session ended");
+    Some(ended)
+}
+
+/// Destroys a session's machine only (not the registry entry, terminal or grading): for [`end`],
+/// a reset, and a machine that came up after its session had ended.
+pub(crate) async fn destroy_machine(state: &AppState, id: &str) -> Ended {
+    match state.backend.destroy(id).await {
+        Ok(()) => Ended::Removed,
+        // Never created, or already removed (a DELETE racing the creation): nothing is left.
+        Err(SandboxError::UnknownMachine { .. }) => Ended::NoMachine,
+        Err(err) => {
+            tracing::error!(error = %err, "destroying the session machine failed");
+            Ended::MachineLeft
+        }
+    }
+}
+
+/// Whole minutes, rounded up, at least one (for sentences).
+fn minutes(d: std::time::Duration) -> u64 {
+    d.as_secs().div_ceil(60).max(1)
+}
+
+/// Ends every expired or idle session now, and warns the learners whose session ends soon.
 pub async fn reap_expired(state: &AppState) {
     use std::sync::atomic::Ordering::Relaxed;
     let now = Instant::now();
-    for session in state.sessions.take_expired(now) {
-        let span = tracing::info_span!("session", id = %session.id);
-        destroy_session(state, &session, "the session reached its time limit").instrument(span).await;
+    for id in state.sessions.expired_ids(now) {
+        let span = tracing::info_span!("session", %id);
+        end(state, &id, EndReason::Expired).instrument(span).await;
     }
     let (idle_limit, warn) = (state.config.idle_timeout, state.config.end_warning);
-    let minutes = |d: std::time::Duration| d.as_secs().div_ceil(60).max(1);
     for session in state.sessions.all() {
         let span = tracing::info_span!("session", id = %session.id);
         let idle = session.terminal.idle_for();
         if idle >= idle_limit {
-            if let Some(session) = state.sessions.remove(&session.id) {
-                state.grading.forget(&session.id);
-                let reason = format!("nothing happened in the lab for {} minutes", minutes(idle_limit));
-                destroy_session(state, &session, &reason).instrument(span).await;
-            }
+            end(state, &session.id, EndReason::Idle).instrument(span).await;
             continue;
         }
         if idle + warn >= idle_limit {
@@ -123,17 +200,17 @@ pub async fn detach_sessions_on_shutdown(state: &AppState) {
     }
 }
 
-/// Destroys every session this server holds, for shutdown with `--end-sessions-on-exit`.
+/// Ends every session this server holds, for shutdown with `--end-sessions-on-exit`.
 pub async fn destroy_all_sessions_on_shutdown(state: &AppState) {
-    let sessions: Vec<Arc<Session>> = state.sessions.take_all();
-    if !sessions.is_empty() {
-        tracing::info!(count = sessions.len(), "destroying sessions before exit");
+    let ids = state.sessions.ids();
+    if !ids.is_empty() {
+        tracing::info!(count = ids.len(), "destroying sessions before exit");
     }
-    let destroys = sessions.iter().map(|session| {
-        let span = tracing::info_span!("session", id = %session.id);
-        destroy_session(state, session, "the server is shutting down").instrument(span)
+    let ends = ids.iter().map(|id| {
+        let span = tracing::info_span!("session", %id);
+        end(state, id, EndReason::ServerShutdown).instrument(span)
     });
-    futures::future::join_all(destroys).await;
+    futures::future::join_all(ends).await;
 }
 
 /// What the server keeps with each machine so that its next run can adopt the session.

@@ -25,6 +25,8 @@ pub struct Metrics {
     /// One evaluation of an exercise's checks.
     pub grade: Histogram,
     ws_connections: AtomicI64,
+    /// Sessions ended since the server started, by reason (`lifecycle::EndReason::label`).
+    sessions_ended: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Default for Metrics {
@@ -33,6 +35,7 @@ impl Default for Metrics {
             session_start: Histogram::new(DURATION_BUCKETS),
             grade: Histogram::new(DURATION_BUCKETS),
             ws_connections: AtomicI64::new(0),
+            sessions_ended: Mutex::default(),
         }
     }
 }
@@ -44,6 +47,11 @@ impl Metrics {
         WsConnection(self.clone())
     }
 
+    /// Counts one ended session; `reason` is a label from `lifecycle::EndReason::label`.
+    pub fn session_ended(&self, reason: &'static str) {
+        *self.sessions_ended.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, sessions_active: usize) -> String {
         let mut out = String::new();
@@ -52,6 +60,11 @@ impl Metrics {
         self.grade.render(&mut out, "docklab_grade_seconds", "Time to evaluate an exercise's checks.");
         let ws = self.ws_connections.load(Ordering::Relaxed);
         gauge(&mut out, "docklab_ws_connections", "Open terminal WebSockets.", ws);
+        let name = "docklab_sessions_ended_total";
+        let _ = writeln!(out, "# HELP {name} Sessions ended since the server started, by reason.\n# TYPE {name} counter");
+        for (reason, count) in self.sessions_ended.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+        }
         out
     }
 }
@@ -168,5 +181,18 @@ mod tests {
         assert!(metrics.render(0).contains("docklab_ws_connections 1\n"));
         drop(guard);
         assert!(metrics.render(0).contains("docklab_ws_connections 0\n"));
+    }
+
+    #[test]
+    fn ended_sessions_are_counted_by_reason() {
+        let metrics = Metrics::default();
+        assert!(metrics.render(0).contains("# TYPE docklab_sessions_ended_total counter\n"));
+        assert!(!metrics.render(0).contains("docklab_sessions_ended_total{"), "no reason before the first end");
+        metrics.session_ended("idle");
+        metrics.session_ended("deleted");
+        metrics.session_ended("idle");
+        let text = metrics.render(0);
+        assert!(text.contains("docklab_sessions_ended_total{reason=\"deleted\"} 1\n"), "{text}");
+        assert!(text.contains("docklab_sessions_ended_total{reason=\"idle\"} 2\n"), "{text}");
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use crate::config::TerminalConfig;
 use crate::terminal::hub::TerminalHub;
@@ -39,6 +40,9 @@ pub struct Session {
     pub terminal: TerminalHub,
     /// API commands running in the machine now: a few at a time (see [`MAX_EXECS_IN_FLIGHT`]).
     pub exec_slots: Arc<tokio::sync::Semaphore>,
+    /// A class's instructor typing in this terminal: (instructor, `true` until handed back). It
+    /// ends with the session, so no path that ends a session can leave an instructor attached.
+    takeover: Mutex<Option<(i64, watch::Sender<bool>)>>,
 }
 
 impl Session {
@@ -67,6 +71,34 @@ impl Session {
         let left = Duration::try_from((expires_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO)).unwrap_or_default();
         *lock(&self.end) = (expires_at, Instant::now() + left);
         self.terminal.warned_expiry.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Lets `instructor` type in this session's terminal; `false` when it is already taken over
+    /// (by them or another instructor: the first one keeps it).
+    pub fn begin_takeover(&self, instructor: i64) -> bool {
+        let mut takeover = lock(&self.takeover);
+        if takeover.is_some() {
+            return false;
+        }
+        *takeover = Some((instructor, watch::channel(true).0));
+        true
+    }
+
+    /// A receiver that turns `false` (or closes) when the take-over ends, if `instructor` holds it.
+    pub fn takeover_for(&self, instructor: i64) -> Option<watch::Receiver<bool>> {
+        lock(&self.takeover).as_ref().filter(|(by, _)| *by == instructor).map(|(_, active)| active.subscribe())
+    }
+
+    /// Ends the take-over, if any: the instructor's writable connections close. Returns whether
+    /// there was one.
+    pub fn end_takeover(&self) -> bool {
+        let Some((_, active)) = lock(&self.takeover).take() else { return false };
+        let _ = active.send(false);
+        true
+    }
+
+    pub fn is_taken_over(&self) -> bool {
+        lock(&self.takeover).is_some()
     }
 }
 
@@ -143,6 +175,7 @@ impl SessionRegistry {
             machine: options.machine,
             phase: Mutex::new(SessionPhase::Starting),
             exec_slots: Arc::new(tokio::sync::Semaphore::new(MAX_EXECS_IN_FLIGHT)),
+            takeover: Mutex::new(None),
         });
         sessions.insert(id, session.clone());
         Ok(session)
@@ -174,6 +207,7 @@ impl SessionRegistry {
             machine,
             phase: Mutex::new(SessionPhase::Ready),
             exec_slots: Arc::new(tokio::sync::Semaphore::new(MAX_EXECS_IN_FLIGHT)),
+            takeover: Mutex::new(None),
         });
         sessions.insert(id.to_owned(), session.clone());
         Some(session)
@@ -188,12 +222,14 @@ impl SessionRegistry {
         lock(&self.sessions).remove(id)
     }
 
-    /// Removes and returns every session whose deadline has passed.
-    pub fn take_expired(&self, now: Instant) -> Vec<Arc<Session>> {
-        let mut sessions = lock(&self.sessions);
-        let expired: Vec<String> =
-            sessions.values().filter(|s| s.deadline() <= now).map(|s| s.id.clone()).collect();
-        expired.iter().filter_map(|id| sessions.remove(id)).collect()
+    /// The ids of the sessions whose deadline has passed (removing them is `lifecycle::end`'s job).
+    pub fn expired_ids(&self, now: Instant) -> Vec<String> {
+        lock(&self.sessions).values().filter(|s| s.deadline() <= now).map(|s| s.id.clone()).collect()
+    }
+
+    /// The ids of every session.
+    pub fn ids(&self) -> Vec<String> {
+        lock(&self.sessions).keys().cloned().collect()
     }
 
     /// Every session, for periodic checks.
@@ -201,7 +237,8 @@ impl SessionRegistry {
         lock(&self.sessions).values().cloned().collect()
     }
 
-    /// Removes and returns every session.
+    /// Removes and returns every session, for a shutdown that leaves them running for the next
+    /// server (ending them goes through `lifecycle::end`).
     pub fn take_all(&self) -> Vec<Arc<Session>> {
         lock(&self.sessions).drain().map(|(_, s)| s).collect()
     }
@@ -236,12 +273,28 @@ mod tests {
     }
 
     #[test]
-    fn expired_sessions_are_taken_out() {
+    fn expired_sessions_are_listed_and_left_in_place() {
         let reg = registry(10, Duration::ZERO);
         let s = reg.insert_new("day-24/x").unwrap();
         assert_eq!(s.phase(), SessionPhase::Starting);
-        let taken = reg.take_expired(Instant::now());
-        assert_eq!(taken.len(), 1);
-        assert!(reg.get(&s.id).is_none());
+        assert_eq!(reg.expired_ids(Instant::now()), vec![s.id.clone()]);
+        assert!(reg.get(&s.id).is_some(), "ending it is lifecycle::end's job");
+        s.set_expires_at(OffsetDateTime::now_utc() + time::Duration::minutes(5));
+        assert!(reg.expired_ids(Instant::now()).is_empty(), "a class extension moves the deadline");
+    }
+
+    #[test]
+    fn a_take_over_belongs_to_one_instructor_and_ends_once() {
+        let reg = registry(10, Duration::from_secs(60));
+        let s = reg.insert_new("day-24/x").unwrap();
+        assert!(!s.is_taken_over());
+        assert!(s.begin_takeover(1));
+        assert!(!s.begin_takeover(2), "the first instructor keeps it");
+        assert!(s.takeover_for(2).is_none());
+        let active = s.takeover_for(1).unwrap();
+        assert!(*active.borrow());
+        assert!(s.end_takeover());
+        assert!(!*active.borrow() && !s.is_taken_over());
+        assert!(!s.end_takeover(), "already ended");
     }
 }

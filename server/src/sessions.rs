@@ -18,6 +18,7 @@ use crate::app::AppState;
 use crate::error::AppError;
 use crate::extract::Json;
 use crate::store::CurrentLearner;
+use crate::lifecycle::{EndReason, Ended};
 use crate::{grading, lifecycle};
 use crate::registry::{RegistryError, Session, SessionPhase};
 use crate::token;
@@ -148,23 +149,26 @@ async fn start_machine_from(state: AppState, session: Arc<Session>, warm: Option
         Ok(info) => {
             state.metrics.session_start.observe(started.elapsed());
             if let Err(reason) = grading::live::machine_ready(&state, &session, &info).await {
-                state.sessions.remove(&session.id);
-                state.grading.forget(&session.id);
-                lifecycle::destroy_session(&state, &session, "the exercise could not be set up").await;
+                if lifecycle::end(&state, &session.id, EndReason::SetupFailed).await.is_none() {
+                    // Ended while it was starting, before this machine existed.
+                    state.grading.forget(&session.id);
+                    lifecycle::destroy_machine(&state, &session.id).await;
+                }
                 return Err(AppError::StartFailed { reason });
             }
             session.set_phase(SessionPhase::Ready);
             lifecycle::save_meta(&state, &session).await;
             tracing::info!(uid_base = info.uid_base, init_pid = info.init_pid, elapsed = ?started.elapsed(), "session machine ready");
             if state.sessions.get(&session.id).is_none() {
-                // Deleted or reaped while it was starting: make sure nothing is left behind.
-                lifecycle::destroy_session(&state, &session, "the session was deleted").await;
+                // Ended while it was starting (`end` ran then): make sure nothing is left behind.
+                state.grading.forget(&session.id);
+                lifecycle::destroy_machine(&state, &session.id).await;
                 return Err(AppError::UnknownSession { id: session.id.clone() });
             }
             Ok(())
         }
         Err(err) => {
-            state.sessions.remove(&session.id);
+            lifecycle::end(&state, &session.id, EndReason::StartFailed).await;
             match err {
                 SandboxError::NoUidRange => Err(AppError::OutOfCapacity { max: state.config.max_sessions }),
                 err => Err(AppError::StartFailed { reason: err.to_string() }),
@@ -228,15 +232,12 @@ async fn delete_session(
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
     let session = authorize(&state, &id, &headers, None)?;
-    // Unregister first, so a second DELETE answers 404 instead of racing this one.
-    if state.sessions.remove(&session.id).is_none() {
-        return Err(AppError::UnknownSession { id });
-    }
     let span = tracing::info_span!("session", id = %session.id);
-    if lifecycle::destroy_session(&state, &session, "the session was deleted").instrument(span).await {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(AppError::internal(format!("session {} was not removed completely", session.id)))
+    // `None`: a second DELETE (or the reaper) got there first.
+    match lifecycle::end(&state, &session.id, EndReason::Deleted).instrument(span).await {
+        None => Err(AppError::UnknownSession { id }),
+        Some(Ended::MachineLeft) => Err(AppError::internal(format!("session {} was not removed completely", session.id))),
+        Some(Ended::Removed | Ended::NoMachine) => Ok(StatusCode::NO_CONTENT),
     }
 }
 

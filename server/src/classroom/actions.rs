@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use super::{
-    class_state, instructor, instructor_posting, internal, lock, now, own_class, ClassError, GridEvent, Joined, LearnerEvent,
+    class_state, instructor, instructor_posting, internal, now, own_class, ClassError, GridEvent, Joined, LearnerEvent,
 };
 use crate::app::AppState;
 use crate::registry::Session;
@@ -191,15 +191,7 @@ pub async fn take_over(
     Path((id, member)): Path<(String, i64)>,
 ) -> Result<Json<serde_json::Value>, ClassError> {
     let (login, class, session) = running_learner(&state, &headers, &id, member)?;
-    let fresh = {
-        let mut takeovers = lock(&state.classroom.takeovers);
-        let fresh = !takeovers.contains_key(&session.id);
-        if fresh {
-            takeovers.insert(session.id.clone(), (login.instructor, watch::channel(true).0));
-        }
-        fresh
-    };
-    if fresh {
+    if session.begin_takeover(login.instructor) {
         tracing::info!(class = %class.id, member, session = %session.id, "instructor takes over a terminal");
         session.terminal.notice("Your instructor is now typing in this terminal to help you. You can keep typing too.").await;
         state.classroom.tell(&class.id, Some(member), LearnerEvent::Takeover { active: true });
@@ -219,9 +211,7 @@ pub async fn hand_back(
     let class = own_class(&state, &login, &id)?;
     let (_, live) = own_member(&state, &class, member)?;
     let Some(session) = live else { return Ok(Json(serde_json::json!({"taken_over": false}))) };
-    let ended = lock(&state.classroom.takeovers).remove(&session.id);
-    if let Some((_, active)) = ended {
-        let _ = active.send(false);
+    if session.end_takeover() {
         session.terminal.notice("Your instructor has left this terminal.").await;
         state.classroom.tell(&class.id, Some(member), LearnerEvent::Takeover { active: false });
         super::live::push_row(&state, &class, member);
@@ -233,12 +223,9 @@ pub async fn hand_back(
 /// and a receiver that changes when they hand it back.
 pub fn takeover_for(state: &AppState, headers: &HeaderMap, session: &str) -> Option<(Arc<Session>, watch::Receiver<bool>)> {
     let login = super::auth::current(&state.classroom, headers)?;
-    let takeovers = lock(&state.classroom.takeovers);
-    let (instructor, active) = takeovers.get(session)?;
-    if *instructor != login.instructor {
-        return None;
-    }
-    Some((state.sessions.get(session)?, active.subscribe()))
+    let session = state.sessions.get(session)?;
+    let active = session.takeover_for(login.instructor)?;
+    Some((session, active))
 }
 
 /// Resolves when a take-over ends (handed back, or its class or session ended).
@@ -340,7 +327,7 @@ pub async fn me(
         exercise_index: member.exercise_index,
         done,
         finished: member.finished_at.is_some(),
-        taken_over: live.as_ref().is_some_and(|s| state.classroom.is_taken_over(&s.id)),
+        taken_over: live.as_ref().is_some_and(|s| s.is_taken_over()),
         session: live.map(|s| super::joined(&state, &class, member.exercise_index, &s)),
         messages: state.classroom.store.messages(&class.id, 5).map_err(internal)?,
     }))

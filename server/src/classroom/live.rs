@@ -178,7 +178,7 @@ pub fn row_for(state: &AppState, class: &ClassRow, m: MemberRow, ended: bool, no
     LearnerRow {
         member: m.id,
         name: m.display_name.clone(),
-        taken_over: live.as_ref().is_some_and(|s| state.classroom.is_taken_over(&s.id)),
+        taken_over: live.as_ref().is_some_and(|s| s.is_taken_over()),
         session: live.map(|s| s.id.clone()),
         exercise_index: m.exercise_index,
         joined_at: m.joined_at,

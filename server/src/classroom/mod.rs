@@ -22,9 +22,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::lifecycle::{end, EndReason};
 use crate::registry::{RegistryError, Session, SessionOptions};
 use crate::store::classroom::{ClassRow, ClassStore, Login, MemberRow};
 use crate::store::CurrentLearner;
@@ -52,8 +54,6 @@ pub struct Classroom {
     /// Sessions whose checks are followed, and classes whose ticker runs.
     followed: Mutex<HashSet<String>>,
     tickers: Mutex<HashSet<String>>,
-    /// Sessions an instructor took over: (instructor, `true` until handed back).
-    takeovers: Mutex<HashMap<String, (i64, watch::Sender<bool>)>>,
     /// Login attempt limits and the bound on password hashing at once.
     pub logins: auth::LoginGuard,
 }
@@ -107,7 +107,6 @@ impl Classroom {
             sent: Mutex::default(),
             followed: Mutex::default(),
             tickers: Mutex::default(),
-            takeovers: Mutex::default(),
             logins: auth::LoginGuard::default(),
         }
     }
@@ -128,10 +127,6 @@ impl Classroom {
     /// Tells one learner's page (`Some(member)`) or every learner page of the class (`None`).
     fn tell(&self, class: &str, member: Option<i64>, event: LearnerEvent) {
         let _ = self.learner_channel(class).send((member, event));
-    }
-
-    pub fn is_taken_over(&self, session: &str) -> bool {
-        lock(&self.takeovers).contains_key(session)
     }
 }
 
@@ -499,12 +494,8 @@ pub async fn end_class(state: &AppState, class: &ClassRow) -> Result<usize, Clas
     let mut destroyed = 0;
     for member in state.classroom.store.members(&class.id).map_err(internal)? {
         let Some(id) = member.session.as_deref() else { continue };
-        lock(&state.classroom.takeovers).remove(id);
-        if let Some(session) = state.sessions.remove(id) {
-            state.grading.forget(id);
-            crate::lifecycle::destroy_session(state, &session, "the instructor ended the class").await;
-            destroyed += 1;
-        }
+        let span = tracing::info_span!("session", %id);
+        destroyed += end(state, id, EndReason::ClassEnded).instrument(span).await.is_some() as usize;
     }
     state.classroom.publish(&class.id, GridEvent::Ended);
     state.classroom.tell(&class.id, None, LearnerEvent::Ended);
@@ -742,10 +733,9 @@ pub async fn next_exercise(state: &AppState, class: &ClassRow, member: &MemberRo
     }
     charge_class_start(state, class, &member.learner)?;
     let _joining = JoiningGuard::take(state, &class.id, &member.learner)?;
-    if let Some(session) = member.session.as_deref().and_then(|s| state.sessions.remove(s)) {
-        lock(&state.classroom.takeovers).remove(&session.id);
-        state.grading.forget(&session.id);
-        crate::lifecycle::destroy_session(state, &session, "you moved on to the class's next exercise").await;
+    if let Some(id) = member.session.as_deref() {
+        let span = tracing::info_span!("session", %id);
+        end(state, id, EndReason::NextExercise).instrument(span).await;
     }
     state.classroom.store.set_member_exercise(member.id, next, now()).map_err(internal)?;
     let member = state.classroom.store.member_by_id(member.id).map_err(internal)?.ok_or_else(|| internal("member vanished"))?;

@@ -197,7 +197,7 @@ pub async fn watch_page(State(state): State<AppState>, headers: HeaderMap, Path(
     let Some(session) = m.session else { return error_page(super::no_class()) };
     let page = WatchPage {
         name: &m.display_name,
-        taken_over: state.classroom.is_taken_over(&session),
+        taken_over: state.sessions.get(&session).is_some_and(|s| s.is_taken_over()),
         session: &session,
         class: &id,
         member,

@@ -481,7 +481,7 @@ async fn every_instructor_action_needs_csrf_and_a_class_of_their_own() {
     assert_eq!(call(&router, req("GET", &qr, Some(&learner), None, "")).await.status, StatusCode::UNAUTHORIZED);
     // Nothing happened: no message, the end unchanged, nobody taken over.
     assert!(state.classroom.store.messages(&id, 10).unwrap().is_empty());
-    assert!(lock(&state.classroom.takeovers).is_empty());
+    assert!(!state.sessions.get(&state.classroom.store.members(&id).unwrap()[0].session.clone().unwrap()).unwrap().is_taken_over());
 }
 
 #[tokio::test]
@@ -777,4 +777,172 @@ async fn hints_a_learner_opens_during_the_class_show_on_their_row() {
     let hints: Vec<(String, u64)> =
         grid["learners"].as_array().unwrap().iter().map(|l| (l["name"].as_str().unwrap().to_owned(), l["hints"].as_u64().unwrap())).collect();
     assert_eq!(hints, vec![("Ann".to_owned(), 2), ("Bo".to_owned(), 0)]);
+}
+
+// ---- how sessions end ------------------------------------------------------------------------
+
+/// Every way a session can end from outside (a failed start or reset ends it from inside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Delete,
+    Expiry,
+    Idle,
+    ClassEnd,
+    NextExercise,
+    Shutdown,
+}
+
+/// A learner's running session in a class of two exercises, taken over by its instructor and
+/// watched by one terminal viewer.
+struct Watched {
+    state: AppState,
+    backend: std::sync::Arc<crate::testing::FakeBackend>,
+    router: Router,
+    ada: String,
+    csrf: String,
+    class: String,
+    member: i64,
+    learner: String,
+    session: Arc<Session>,
+    /// Flips (or closes) when the take-over ends.
+    active: tokio::sync::watch::Receiver<bool>,
+    viewer: crate::terminal::hub::Viewer,
+    _pty: crate::testing::FakePty,
+}
+
+async fn watched_session(config: ServerConfig) -> Watched {
+    let (state, backend) = fake_state(config);
+    let router = app(state.clone());
+    let body = json!({"name": "A", "exercises": two_exercises(&state), "seats": 3});
+    let (ada, csrf, class, code) = new_class(&state, &router, "ada", body).await;
+    let learner = learner_cookie('a');
+    let joined = join_as(&router, &code, &learner, "Ann").await;
+    let session = state.sessions.get(joined["id"].as_str().unwrap()).unwrap();
+    let member = state.classroom.store.members(&class).unwrap()[0].id;
+    let reply = call(&router, req("POST", &format!("/api/classes/{class}/learners/{member}/takeover"), Some(&ada), Some(&csrf), "")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let mut instructor = HeaderMap::new();
+    instructor.insert(header::COOKIE, ada.parse().unwrap());
+    let (_, active) = actions::takeover_for(&state, &instructor, &session.id).expect("the take-over is on");
+    let (terminal, pty) = crate::testing::FakePty::new();
+    let viewer = session.terminal.attach(crate::terminal::hub::ViewerMode::Interactive, || async { Ok(terminal) }).await.unwrap();
+    Watched { state, backend, router, ada, csrf, class, member, learner, session, active, viewer, _pty: pty }
+}
+
+/// The next event of a viewer that is not output (the end of the shell, or a restart).
+async fn viewer_end(viewer: &mut crate::terminal::hub::Viewer) -> Option<crate::terminal::hub::HubEvent> {
+    use crate::terminal::hub::HubEvent;
+    tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match viewer.events.recv().await {
+                Ok(HubEvent::Output(_)) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test]
+async fn every_way_of_ending_a_session_leaves_the_same_clean_state() {
+    use crate::lifecycle::{self, EndReason};
+    use crate::terminal::hub::HubEvent;
+    let mut failures = Vec::new();
+    for way in [Way::Delete, Way::Expiry, Way::Idle, Way::ClassEnd, Way::NextExercise, Way::Shutdown] {
+        let defaults = ServerConfig::default();
+        let idle_timeout = if way == Way::Idle { Duration::ZERO } else { defaults.idle_timeout };
+        let mut w = watched_session(ServerConfig { idle_timeout, ..defaults }).await;
+        let id = w.session.id.clone();
+        assert!(w.state.grading.learner(&id).is_some(), "{way:?}: the learner is known before");
+        let reason = match way {
+            Way::Delete => {
+                let delete = Request::builder()
+                    .method("DELETE")
+                    .uri(format!("/api/sessions/{id}"))
+                    .header(header::AUTHORIZATION, format!("Bearer {}", w.session.token))
+                    .body(Body::empty())
+                    .unwrap();
+                assert_eq!(call(&w.router, delete).await.status, StatusCode::NO_CONTENT);
+                EndReason::Deleted
+            }
+            Way::Expiry => {
+                w.session.set_expires_at(time::OffsetDateTime::now_utc() - time::Duration::seconds(1));
+                lifecycle::reap_expired(&w.state).await;
+                EndReason::Expired
+            }
+            Way::Idle => {
+                lifecycle::reap_expired(&w.state).await;
+                EndReason::Idle
+            }
+            Way::ClassEnd => {
+                let reply = call(&w.router, req("POST", &format!("/api/classes/{}/end", w.class), Some(&w.ada), Some(&w.csrf), "")).await;
+                assert_eq!(reply.body["machines_destroyed"], 1, "{}", reply.body);
+                EndReason::ClassEnded
+            }
+            Way::NextExercise => {
+                let reply = call(&w.router, req("POST", &format!("/api/classes/{}/me/next", w.class), Some(&w.learner), None, "")).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+                EndReason::NextExercise
+            }
+            Way::Shutdown => {
+                lifecycle::destroy_all_sessions_on_shutdown(&w.state).await;
+                EndReason::ServerShutdown
+            }
+        };
+        // Everything is checked, and every difference reported, for every way.
+        let mut check = |ok: bool, what: &str| {
+            if !ok {
+                failures.push(format!("{way:?}: {what}"));
+            }
+        };
+        let destroyed = |w: &Watched| w.backend.destroyed.lock().unwrap().iter().filter(|d| **d == id).count();
+        check(w.state.sessions.get(&id).is_none(), "still in the registry");
+        check(destroyed(&w) == 1, &format!("machine destroyed {} times", destroyed(&w)));
+        check(w.state.grading.get(&id).is_none(), "still graded");
+        check(w.state.grading.learner(&id).is_none(), "its learner is still remembered");
+        check(!w.session.is_taken_over(), "still taken over");
+        let handed_back = tokio::time::timeout(Duration::from_secs(1), actions::handed_back(w.active.clone())).await;
+        check(handed_back.is_ok(), "the instructor's writable terminal stays open");
+        let row = actions::takeover_for(&w.state, &{
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, w.ada.parse().unwrap());
+            h
+        }, &id);
+        check(row.is_none(), "the instructor may still type in it");
+        let expected = HubEvent::Ended(reason.message(&w.state.config));
+        let got = viewer_end(&mut w.viewer).await;
+        check(got.as_ref() == Some(&expected), &format!("the viewer got {got:?}, not {expected:?}"));
+        let metric = format!("docklab_sessions_ended_total{{reason=\"{}\"}} 1\n", reason.label());
+        check(w.state.metrics.render(0).contains(&metric), &format!("no {metric:?} on /metrics"));
+        check(lifecycle::end(&w.state, &id, EndReason::Deleted).await.is_none(), "it ended twice");
+        check(destroyed(&w) == 1, "a second end destroyed it again");
+    }
+    assert!(failures.is_empty(), "not the same clean state:\n{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_reset_keeps_the_session_its_learner_and_its_take_over_and_replaces_only_the_machine() {
+    use crate::terminal::hub::HubEvent;
+    let mut w = watched_session(ServerConfig::default()).await;
+    let id = w.session.id.clone();
+    let learner = w.state.grading.learner(&id);
+    assert!(learner.is_some());
+    let graded_before = w.state.grading.get(&id);
+    let reply = call(&w.router, req("POST", &format!("/api/classes/{}/learners/{}/reset", w.class, w.member), Some(&w.ada), Some(&w.csrf), "")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let now = w.state.sessions.get(&id).expect("the same session");
+    assert!(Arc::ptr_eq(&now, &w.session) && now.token == w.session.token, "same id and token: pages reconnect");
+    assert_eq!(w.state.grading.learner(&id), learner, "the learner stays");
+    assert_eq!(*w.backend.destroyed.lock().unwrap(), vec![id.clone()], "the old machine is destroyed once");
+    if let (Some(before), Some(after)) = (graded_before, w.state.grading.get(&id)) {
+        assert!(!Arc::ptr_eq(&before, &after), "the old machine's grading was stopped and a fresh one started");
+    }
+    assert!(w.session.is_taken_over(), "the take-over is kept: the instructor's terminal reconnects");
+    assert!(tokio::time::timeout(Duration::from_millis(200), actions::handed_back(w.active.clone())).await.is_err());
+    let restarting = viewer_end(&mut w.viewer).await;
+    assert_eq!(restarting, Some(HubEvent::Restarting("your instructor is resetting your machine: a fresh one is starting".into())));
+    assert!(!w.state.metrics.render(0).contains("docklab_sessions_ended_total{"), "a reset ends nothing");
 }

@@ -8,7 +8,6 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
-use sandbox::SandboxError;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -17,6 +16,7 @@ use super::{ChecksReport, Scope, TaskReport, TaskStatus};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::extract::Json;
+use crate::lifecycle::{EndReason, Ended};
 use crate::registry::SessionPhase;
 use crate::sessions::{authorize, require_ready, start_machine, CreatedSession};
 
@@ -75,12 +75,10 @@ pub(crate) async fn reset_machine(state: &AppState, session: &std::sync::Arc<cra
     let result = async {
         state.grading.stop(&session.id);
         session.terminal.restart(reason).await;
-        match state.backend.destroy(&session.id).await {
-            Ok(()) | Err(SandboxError::UnknownMachine { .. }) => {}
-            Err(err) => {
-                state.sessions.remove(&session.id);
-                return Err(AppError::internal(format!("resetting {}: {err}", session.id)));
-            }
+        // The take-over (if any) is kept: the instructor's terminal reconnects like the learner's.
+        if crate::lifecycle::destroy_machine(state, &session.id).await == Ended::MachineLeft {
+            crate::lifecycle::end(state, &session.id, EndReason::ResetFailed).await;
+            return Err(AppError::internal(format!("resetting {}: its old machine could not be removed", session.id)));
         }
         // A task of its own, like creation: a client that hangs up cannot leave it half-made.
         tokio::spawn(start_machine(state.clone(), session.clone()).in_current_span()).await.map_err(AppError::internal)?

@@ -269,6 +269,7 @@ async fn metrics_are_prometheus_text_with_every_name() {
         "docklab_session_start_seconds_count 1",
         "# TYPE docklab_grade_seconds histogram",
         "docklab_ws_connections 0",
+        "# TYPE docklab_sessions_ended_total counter",
     ] {
         assert!(text.contains(name), "missing {name:?} in\n{text}");
     }
