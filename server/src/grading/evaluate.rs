@@ -21,8 +21,6 @@ use super::{lock, machine_path, shell_quote, Grader, Outcome};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most bytes of logs or file content read for a comparison.
 const READ_CAP: usize = 256 * 1024;
-/// Largest image exported to look for a shell.
-const EXPORT_CAP: usize = 512 * 1024 * 1024;
 
 use super::ENGINE_DOWN;
 
@@ -649,33 +647,68 @@ async fn images_here(g: &Grader) -> String {
     }
 }
 
+/// Image scans running at once, server-wide: each holds a few MiB at most, but reads a whole
+/// export and may keep up to 1,000,000 paths (see [`super::identity::shell_in_saved_image`]).
+static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Longest one shell scan may take, waiting for its turn included.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Export chunks waiting for the scan: the only part of the export in memory.
+const SCAN_QUEUE: usize = 8;
+
 /// Looks through an image's layers for a shell. `Ok(Some(path))` when one is there.
+///
+/// The export streams through a bounded channel into a blocking scan that keeps no file
+/// content, so an image of any size costs the server the same few MiB.
+#[tracing::instrument(skip(g), fields(session = %g.session))]
 async fn find_shell(g: &Grader, image_id: &str) -> Result<Option<String>, Outcome> {
+    match tokio::time::timeout(SCAN_TIMEOUT, scan_export(g, image_id)).await {
+        Ok(found) => found,
+        Err(_) => Err(fail(format!("looking inside the image took over {} s", SCAN_TIMEOUT.as_secs()))),
+    }
+}
+
+async fn scan_export(g: &Grader, image_id: &str) -> Result<Option<String>, Outcome> {
+    // The permit goes with the scan: released when the blocking scan has ended, not before.
+    let permit = SCANS.acquire().await.map_err(|_| fail("the server is shutting down"))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(SCAN_QUEUE);
+    let scan = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        super::identity::shell_in_saved_image(super::identity::ChunkReader::new(rx))
+    });
     let mut stream = g.docker.export_image(image_id);
-    let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(b) => {
-                bytes.extend_from_slice(&b);
-                if bytes.len() > EXPORT_CAP {
-                    return Err(fail("the image is too large to look inside"));
+                if tx.send(b).await.is_err() {
+                    // The scan has ended early (an error, or too many files): its answer stands.
+                    break;
                 }
             }
             Err(err) => {
+                // Dropping the sender ends the scan's input; its answer on a cut export is not used.
                 return Err(match lookup_error(err, "the image's contents") {
                     Lookup::NotFound => fail("the image disappeared while being looked at"),
                     Lookup::Other(o) => o,
-                })
+                });
             }
         }
     }
-    Ok(shell_in_saved_image(&bytes))
+    drop(tx);
+    match scan.await {
+        Ok(Ok(shell)) => Ok(shell.map(|p| p.trim_start_matches('/').to_owned())),
+        Ok(Err(err)) => {
+            tracing::info!(image = image_id, error = %err, "image scan gave up");
+            Err(fail(err.to_string()))
+        }
+        Err(err) => Err(fail(format!("looking inside the image failed: {err}"))),
+    }
 }
 
 /// Which shell (if any) a `docker save` archive's final filesystem has: a path without its
 /// leading `/`, and why when the name does not say it (see [`super::identity::shell_in_saved_image`]).
+#[cfg(test)]
 pub(super) fn shell_in_saved_image(saved: &[u8]) -> Option<String> {
-    super::identity::shell_in_saved_image(saved).map(|p| p.trim_start_matches('/').to_owned())
+    super::identity::shell_in_saved_image(saved).ok().flatten().map(|p| p.trim_start_matches('/').to_owned())
 }
 
 fn image_config(
