@@ -22,8 +22,6 @@ const KNOWN_CYCLES: &[&str] = &[
     // Through `app` (every route module names `AppState`; `app` composes them all) and the domain
     // edges of issue 14's plan, steps 5 to 8.
     "server/src: {app, classroom, drills, grading, lifecycle, metrics, pages, ports, registry, security_headers, sessions, store, terminal, visuals, warm}",
-    // `drills` stamps a new learner row with `sqlite::now()`; `sqlite` creates `drills::SCHEMA`.
-    "server/src/store: {drills, sqlite}",
 ];
 
 // ---------------------------------------------------------------------------------------------

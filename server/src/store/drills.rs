@@ -91,7 +91,7 @@ impl DrillStore for SqliteStore {
         let tx = conn.transaction().map_err(query_err)?;
         tx.execute(
             "INSERT OR IGNORE INTO learners (id, created_at) VALUES (?1, ?2)",
-            params![learner, super::sqlite::now()],
+            params![learner, super::now()],
         )
         .map_err(query_err)?;
         tx.execute(

@@ -121,3 +121,9 @@ impl Progress {
             .count()
     }
 }
+
+/// The time rows are stamped with: RFC 3339 in UTC (shared by every store, so none imports another).
+pub(super) fn now() -> String {
+    let at = time::OffsetDateTime::now_utc();
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
+}

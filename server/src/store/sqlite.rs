@@ -4,8 +4,6 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use super::{ExerciseProgress, HintUsed, Progress, ProgressStore, StoreError};
 
@@ -42,10 +40,7 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-pub(super) fn now() -> String {
-    let at = OffsetDateTime::now_utc();
-    at.format(&Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
-}
+use super::now;
 
 /// Tables whose `learner` column holds a learner id (`learners.id` besides).
 const LEARNER_TABLES: &[&str] = &["task_completions", "hints_used", "solutions_revealed", "drill_cards", "drill_reviews"];
