@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::EventsOptions;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lessons::Exercise;
 use sandbox::MachineInfo;
 use tokio::task::AbortHandle;
@@ -22,6 +22,10 @@ use crate::terminal::protocol::{PublishedPort, ServerControl};
 pub const TICK: Duration = Duration::from_secs(2);
 /// Wait before following the events again after the stream broke (dockerd restarting).
 const EVENTS_RETRY: Duration = Duration::from_secs(1);
+/// Events closer together than this are graded once, together...
+const BURST_GAP: Duration = Duration::from_millis(5);
+/// ...for at most this long after the first, so a steady stream of events still gets graded.
+const BURST_MAX: Duration = Duration::from_millis(100);
 
 /// Per-session grading state, for every session of this server.
 #[derive(Default)]
@@ -42,8 +46,9 @@ pub struct LiveSession {
     pub grader: Arc<Grader>,
     pub exercise: Exercise,
     latest: Mutex<Vec<TaskReport>>,
-    /// One grading pass at a time, so grades are published in order.
-    refresh: tokio::sync::Mutex<()>,
+    /// One grading pass at a time, so grades are published in order. Holds when the last pass
+    /// that evaluated every check began (under this lock, so it is the latest grades' pass).
+    refresh: tokio::sync::Mutex<Option<Instant>>,
     watcher: Mutex<Option<AbortHandle>>,
 }
 
@@ -124,7 +129,7 @@ fn start_live(state: &AppState, session: &Arc<Session>, info: &MachineInfo, exer
         grader: Arc::new(grader),
         exercise,
         latest: Mutex::new(Vec::new()),
-        refresh: tokio::sync::Mutex::new(()),
+        refresh: tokio::sync::Mutex::new(None),
         watcher: Mutex::new(None),
     });
     let span = tracing::info_span!("grading", session = %session.id);
@@ -139,10 +144,31 @@ fn start_live(state: &AppState, session: &Arc<Session>, info: &MachineInfo, exer
 
 /// Grades now, publishes what changed, records newly done tasks. Returns the grades.
 pub async fn refresh(state: &AppState, session: &Session, live: &LiveSession, scope: Scope) -> Vec<TaskReport> {
-    let _one_at_a_time = live.refresh.lock().await;
+    let mut last_all = live.refresh.lock().await;
+    grade_and_publish(state, session, live, scope, &mut last_all).await
+}
+
+/// The grades as of now, for a request: a pass that evaluated every check and began after
+/// `asked` (while the request waited its turn behind it) already saw everything that happened
+/// before the request, so its grades are served as they are; otherwise this grades now. Either
+/// way the answer is never older than the request, so a state task is shown done only if it held
+/// after the request came.
+pub async fn current(state: &AppState, session: &Session, live: &LiveSession, asked: Instant) -> Vec<TaskReport> {
+    let mut last_all = live.refresh.lock().await;
+    if last_all.is_some_and(|began| began >= asked) {
+        return lock(&live.latest).clone();
+    }
+    grade_and_publish(state, session, live, Scope::All, &mut last_all).await
+}
+
+/// One grading pass; the caller holds the refresh lock (`last_all` is what it guards).
+async fn grade_and_publish(state: &AppState, session: &Session, live: &LiveSession, scope: Scope, last_all: &mut Option<Instant>) -> Vec<TaskReport> {
     let started = Instant::now();
     let reports = live.grader.grade(&live.exercise, scope).await;
     state.metrics.grade.observe(started.elapsed());
+    if scope == Scope::All {
+        *last_all = Some(started);
+    }
     let previous = std::mem::replace(&mut *lock(&live.latest), reports.clone());
     if previous != reports {
         session.terminal.publish_control(ServerControl::Checks { tasks: reports.clone() });
@@ -186,14 +212,32 @@ async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
             item = stream.next() => match item {
                 Some(Ok(event)) => {
                     let mut relevant = live.grader.note_event(&event);
-                    // Take whatever else already arrived, then grade once for all of it.
-                    while let Some(Some(Ok(more))) = stream.next().now_or_never() {
-                        relevant |= live.grader.note_event(&more);
+                    // Take whatever else comes without a pause, then grade once for all of it.
+                    // Through the relay a burst arrives an event or two per wake-up, so taking
+                    // only what was ready meant one pass per event: after 300 `docker run`s
+                    // the watcher was still grading them one by one a minute later, and every
+                    // request for the grades waited behind one of those passes.
+                    let burst_ends = tokio::time::Instant::now() + BURST_MAX;
+                    let mut broke = false;
+                    loop {
+                        let until = burst_ends.min(tokio::time::Instant::now() + BURST_GAP);
+                        match tokio::time::timeout_at(until, stream.next()).await {
+                            Ok(Some(Ok(more))) => relevant |= live.grader.note_event(&more),
+                            Ok(Some(Err(_)) | None) => {
+                                broke = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
                     if relevant {
                         refresh(&state, &session, &live, Scope::All).await;
                         publish_ports(&session, &live, &mut ports).await;
                         scene.publish(&session, live.grader.docker()).await;
+                    }
+                    if broke {
+                        events = None;
+                        tokio::time::sleep(EVENTS_RETRY).await;
                     }
                 }
                 Some(Err(err)) => {
