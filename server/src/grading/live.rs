@@ -217,19 +217,8 @@ async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
                     // only what was ready meant one pass per event: after 300 `docker run`s
                     // the watcher was still grading them one by one a minute later, and every
                     // request for the grades waited behind one of those passes.
-                    let burst_ends = tokio::time::Instant::now() + BURST_MAX;
-                    let mut broke = false;
-                    loop {
-                        let until = burst_ends.min(tokio::time::Instant::now() + BURST_GAP);
-                        match tokio::time::timeout_at(until, stream.next()).await {
-                            Ok(Some(Ok(more))) => relevant |= live.grader.note_event(&more),
-                            Ok(Some(Err(_)) | None) => {
-                                broke = true;
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    let (more, broke) = take_burst(stream, |e| live.grader.note_event(e)).await;
+                    relevant |= more;
                     if relevant {
                         refresh(&state, &session, &live, Scope::All).await;
                         publish_ports(&session, &live, &mut ports).await;
@@ -257,6 +246,25 @@ async fn watch(state: AppState, session: Arc<Session>, live: Arc<LiveSession>) {
     }
 }
 
+/// Takes the events that follow without a pause of [`BURST_GAP`], for at most [`BURST_MAX`],
+/// noting each. Returns whether any of them calls for grading, and whether the stream broke or
+/// ended meanwhile (then it must be followed again).
+async fn take_burst<S, T, E>(stream: &mut S, mut note: impl FnMut(&T) -> bool) -> (bool, bool)
+where
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+{
+    let ends = tokio::time::Instant::now() + BURST_MAX;
+    let mut relevant = false;
+    loop {
+        let until = ends.min(tokio::time::Instant::now() + BURST_GAP);
+        match tokio::time::timeout_at(until, stream.next()).await {
+            Ok(Some(Ok(event))) => relevant |= note(&event),
+            Ok(Some(Err(_)) | None) => return (relevant, true),
+            Err(_) => return (relevant, false),
+        }
+    }
+}
+
 /// Tells the session's viewers which ports its containers publish, when that changed.
 async fn publish_ports(session: &Session, live: &LiveSession, last: &mut Option<Vec<PublishedPort>>) {
     let options = bollard::query_parameters::ListContainersOptions { all: false, ..Default::default() };
@@ -275,5 +283,80 @@ async fn publish_ports(session: &Session, live: &LiveSession, last: &mut Option<
     if last.as_ref() != Some(&ports) {
         session.terminal.publish_control(ServerControl::Ports { ports: ports.clone() });
         *last = Some(ports);
+    }
+}
+
+#[cfg(test)]
+mod burst_tests {
+    use super::*;
+    use futures::FutureExt;
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Hands over its items one per wake-up, as events come through the relay (each is ready
+    /// only after another turn of the runtime), then ends.
+    struct Trickle {
+        items: VecDeque<Result<usize, ()>>,
+        ready: bool,
+    }
+
+    impl futures::Stream for Trickle {
+        type Item = Result<usize, ()>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            if !self.ready {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.ready = false;
+            Poll::Ready(self.items.pop_front())
+        }
+    }
+
+    fn trickle(items: impl IntoIterator<Item = Result<usize, ()>>) -> Trickle {
+        Trickle { items: items.into_iter().collect(), ready: false }
+    }
+
+    #[tokio::test]
+    async fn a_burst_that_trickles_in_is_taken_whole_and_graded_once() {
+        // Taking only what is ready takes none of it: that was one grading pass per event.
+        assert!(trickle((0..300).map(Ok)).next().now_or_never().is_none());
+        let mut stream = Box::pin(trickle((0..300).map(Ok)).chain(futures::stream::pending()));
+        let mut noted = 0;
+        let (relevant, broke) = take_burst(&mut stream, |_| {
+            noted += 1;
+            noted == 7
+        })
+        .await;
+        assert_eq!(noted, 300, "the whole burst is taken at once");
+        assert!(relevant && !broke, "one relevant event calls for a grade");
+    }
+
+    #[tokio::test]
+    async fn a_pause_ends_the_burst_and_quiet_events_need_no_grade() {
+        let later = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(9)
+        });
+        let mut stream = Box::pin(trickle([Ok(0), Ok(1)]).chain(later));
+        let started = Instant::now();
+        let mut noted = Vec::new();
+        let (relevant, broke) = take_burst(&mut stream, |i: &usize| {
+            noted.push(*i);
+            false
+        })
+        .await;
+        assert_eq!(noted, [0, 1], "the event after a pause belongs to the next burst");
+        assert!(!relevant && !broke);
+        assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_breaks_or_ends_in_a_burst_is_followed_again() {
+        let mut stream = Box::pin(trickle([Ok(1), Err(()), Ok(2)]));
+        assert_eq!(take_burst(&mut stream, |_| true).await, (true, true));
+        let mut ended = Box::pin(trickle([Ok(1)]));
+        assert_eq!(take_burst(&mut ended, |_| false).await, (false, true));
     }
 }
